@@ -1,0 +1,319 @@
+//! The cache: the backends and containers a configuration declares.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::backend::{Backend, BackendConfig};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::container::{Container, Slot};
+use crate::error::{BoxError, Error, Result};
+use crate::generator::Generator;
+use crate::registry;
+
+/// The backend kind that containers declared only by a generator are given.
+const IMPLICIT_KIND: &str = "variable";
+
+/// Builds a cache from a flat configuration map: any iterator of (key, value) string pairs.
+///
+/// See [`Config`] for the keys; [`KvCache::new`] takes a [`Config`] read from TOML.
+///
+/// # Errors
+///
+/// Every error of [`Config::from_pairs`] and [`KvCache::new`].
+pub fn init<I, K, V>(pairs: I) -> Result<KvCache>
+where
+    I: IntoIterator<Item = (K, V)>,
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    KvCache::new(Config::from_pairs(pairs)?)
+}
+
+/// A set of named containers on named backends, built from a [`Config`].
+///
+/// `Send + Sync`: share it across threads in an `Arc`. Containers are looked up by name and value
+/// type with [`container`](KvCache::container).
+pub struct KvCache {
+    backends: BTreeMap<String, Arc<dyn Backend>>,
+    containers: RwLock<BTreeMap<String, Arc<Slot>>>,
+    clock: Arc<dyn Clock>,
+    implicit: OnceLock<Arc<dyn Backend>>,
+}
+
+/// Builds a [`KvCache`] with settings beyond its configuration: [`KvCache::builder`].
+#[derive(Debug)]
+#[must_use]
+pub struct Builder {
+    config: Config,
+    clock: Arc<dyn Clock>,
+}
+
+impl Builder {
+    /// The clock every backend reads expiry against (the system clock by default).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Opens every backend, makes every container and gives each its generator.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownBackend`] for a kind no linked crate registers (listing those that are);
+    /// [`Error::InvalidConfig`] for an option the backend does not accept, a generator name no
+    /// `#[generator]` registers, or a generator's container that needs the in-memory backend
+    /// while it is not linked; [`Error::DuplicateRegistration`] for two generators of one name or
+    /// two backends of one kind; [`Error::Backend`] when a backend cannot be opened.
+    pub fn build(self) -> Result<KvCache> {
+        let Builder { config, clock } = self;
+        let mut backends = BTreeMap::new();
+        for (name, spec) in &config.backends {
+            let (kind, key) = spec.kind.as_ref().expect("Config::check ensures every backend has a kind");
+            let registration = registry::backend_kind(kind, key)?;
+            let mut backend_config = BackendConfig::new(name.clone(), kind.clone()).clock(Arc::clone(&clock));
+            for (option, value) in &spec.options {
+                backend_config = backend_config.option(option.clone(), value.clone());
+            }
+            backends.insert(name.clone(), registration.open(&backend_config)?);
+        }
+        let cache = KvCache {
+            backends,
+            containers: RwLock::default(),
+            clock,
+            implicit: OnceLock::new(),
+        };
+
+        let generators = registry::generators()?;
+        for (name, spec) in &config.containers {
+            let backend_name = spec.backend.as_ref().expect("Config::check ensures every container has a backend");
+            let generator = match &spec.generator {
+                Some(generator) => Some(generators.get(generator.as_str()).ok_or_else(|| {
+                    Error::config(
+                        format!("container.{name}.generator"),
+                        format!(
+                            "no generator is registered as {generator:?} (registered: {})",
+                            if generators.is_empty() { "none".to_owned() } else { generators.keys().copied().collect::<Vec<_>>().join(", ") }
+                        ),
+                    )
+                })?),
+                None => generators.get(name.as_str()),
+            };
+            cache.insert_slot(Slot::new(
+                name.clone(),
+                backend_name.clone(),
+                Arc::clone(&cache.backends[backend_name]),
+                spec.expire,
+                generator.map(|registration| registration.generator()),
+            ))?;
+        }
+
+        let claimed: Vec<&str> = config.containers.values().filter_map(|spec| spec.generator.as_deref()).collect();
+        for (name, registration) in generators {
+            if !config.containers.contains_key(name) && !claimed.contains(&name) {
+                cache.implicit_container(name, registration.function(), registration.generator())?;
+            }
+        }
+        Ok(cache)
+    }
+}
+
+impl KvCache {
+    /// Builds the cache `config` declares, on the system clock.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Builder::build`].
+    pub fn new(config: Config) -> Result<KvCache> {
+        Self::builder(config).build()
+    }
+
+    /// A builder for the cache `config` declares, for settings beyond the configuration.
+    pub fn builder(config: Config) -> Builder {
+        Builder {
+            config,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The container `name`, holding values of type `V`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownContainer`] (listing the containers there are); [`Error::TypeMismatch`]
+    /// when the container's generator makes values of another type.
+    pub fn container<V>(&self, name: &str) -> Result<Container<V>>
+    where
+        V: Serialize + DeserializeOwned + 'static,
+    {
+        let slot = self.slot(name).ok_or_else(|| Error::UnknownContainer {
+            name: name.to_owned(),
+            known: self.containers(),
+        })?;
+        Container::new(slot)
+    }
+
+    /// The names of every container, sorted.
+    pub fn containers(&self) -> Vec<String> {
+        self.read().keys().cloned().collect()
+    }
+
+    /// The backend declared as `name`.
+    pub fn backend(&self, name: &str) -> Option<&Arc<dyn Backend>> {
+        self.backends.get(name)
+    }
+
+    /// Makes `f` the generator of the container `name`, replacing the one it had.
+    ///
+    /// A name no container has gets a container of its own on a fresh in-memory backend,
+    /// without expiry, and a warning through `tracing`, as the original did.
+    ///
+    /// ```no_run
+    /// // The `variable` kind is linked by the `kvcache` facade.
+    /// let cache = kvcache_core::init([("backend.mem", "variable"), ("container.greeting.backend", "mem")])?;
+    /// cache.register_generator("greeting", |name: &str| format!("Hello {name}!"))?;
+    /// assert_eq!(cache.container::<String>("greeting")?.get("Peter")?, "Hello Peter!");
+    /// # Ok::<(), kvcache_core::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] when a new container is needed and no in-memory backend is linked.
+    pub fn register_generator<V, F>(&self, name: &str, f: F) -> Result<()>
+    where
+        V: Serialize + DeserializeOwned + 'static,
+        F: Fn(&str) -> V + Send + Sync + 'static,
+    {
+        self.set_generator(name, Generator::new(f))
+    }
+
+    /// Like [`register_generator`](KvCache::register_generator), for a generator that can fail.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`register_generator`](KvCache::register_generator).
+    pub fn register_fallible_generator<V, E, F>(&self, name: &str, f: F) -> Result<()>
+    where
+        V: Serialize + DeserializeOwned + 'static,
+        E: Into<BoxError>,
+        F: Fn(&str) -> Result<V, E> + Send + Sync + 'static,
+    {
+        self.set_generator(name, Generator::fallible(f))
+    }
+
+    /// Makes a container that the configuration did not declare.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ContainerAlreadyConfigured`] when the name is taken; [`Error::InvalidConfig`]
+    /// when `backend` names no declared backend.
+    pub fn create_container(
+        &self,
+        name: &str,
+        backend: &str,
+        expire: Option<Duration>,
+        generator: Option<Generator>,
+    ) -> Result<()> {
+        let instance = self.backends.get(backend).ok_or_else(|| {
+            Error::config(
+                format!("container.{name}.backend"),
+                format!(
+                    "names the backend {backend:?}, which is not declared (declared: {})",
+                    self.backends.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })?;
+        self.insert_slot(Slot::new(
+            name.to_owned(),
+            backend.to_owned(),
+            Arc::clone(instance),
+            expire.filter(|d| !d.is_zero()),
+            generator,
+        ))
+    }
+
+    /// Deletes the expired entries of every backend.
+    ///
+    /// # Errors
+    ///
+    /// The first backend error; the other backends are still purged.
+    pub fn purge_expired(&self) -> Result<()> {
+        let implicit = self.implicit.get().into_iter();
+        let mut first_error = None;
+        for backend in self.backends.values().chain(implicit) {
+            if let Err(error) = backend.purge_expired() {
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn set_generator(&self, name: &str, generator: Generator) -> Result<()> {
+        match self.slot(name) {
+            Some(slot) => {
+                slot.set_generator(generator);
+                Ok(())
+            }
+            None => self.implicit_container(name, "register_generator", generator),
+        }
+    }
+
+    fn implicit_container(&self, name: &str, origin: &str, generator: Generator) -> Result<()> {
+        let backend = match self.implicit.get() {
+            Some(backend) => Arc::clone(backend),
+            None => {
+                let key = format!("container.{name}.backend");
+                let config = BackendConfig::new(IMPLICIT_KIND, IMPLICIT_KIND).clock(Arc::clone(&self.clock));
+                let opened = registry::backend_kind(IMPLICIT_KIND, &key)
+                    .and_then(|registration| registration.open(&config))
+                    .map_err(|error| {
+                        Error::config(
+                            key,
+                            format!(
+                                "the generator {origin} is for container {name:?}, which the configuration does not declare, \
+                                 and no in-memory backend can hold it ({error}); declare the container or enable the `variable` feature"
+                            ),
+                        )
+                    })?;
+                Arc::clone(self.implicit.get_or_init(|| opened))
+            }
+        };
+        tracing::warn!(
+            container = name,
+            generator = origin,
+            "the configuration does not declare this container: it gets one of its own on the in-memory backend"
+        );
+        self.insert_slot(Slot::new(name.to_owned(), IMPLICIT_KIND.to_owned(), backend, None, Some(generator)))
+    }
+
+    fn insert_slot(&self, slot: Slot) -> Result<()> {
+        let mut containers = self.containers.write().unwrap_or_else(PoisonError::into_inner);
+        if containers.contains_key(&slot.name) {
+            return Err(Error::ContainerAlreadyConfigured { name: slot.name });
+        }
+        containers.insert(slot.name.clone(), Arc::new(slot));
+        Ok(())
+    }
+
+    fn slot(&self, name: &str) -> Option<Arc<Slot>> {
+        self.read().get(name).cloned()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Slot>>> {
+        self.containers.read().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl fmt::Debug for KvCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KvCache")
+            .field("backends", &self.backends.keys().collect::<Vec<_>>())
+            .field("containers", &self.containers())
+            .finish_non_exhaustive()
+    }
+}

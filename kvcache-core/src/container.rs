@@ -1,0 +1,311 @@
+//! Containers: typed, read-through views of one backend's (container, key) space.
+
+use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::backend::Backend;
+use crate::codec::Codec;
+use crate::error::{Error, Result};
+use crate::flight::{Flights, Role};
+use crate::generator::{Generator, GeneratorFn};
+use crate::stats::{Counters, Event, Stats};
+
+/// The state of one container, shared by the cache and every handle to it.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) name: String,
+    pub(crate) backend_name: String,
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) expire: Option<Duration>,
+    generator: RwLock<Option<Generator>>,
+    flights: Flights,
+    counters: Counters,
+}
+
+impl Slot {
+    pub(crate) fn new(
+        name: String,
+        backend_name: String,
+        backend: Arc<dyn Backend>,
+        expire: Option<Duration>,
+        generator: Option<Generator>,
+    ) -> Self {
+        Slot {
+            name,
+            backend_name,
+            backend,
+            expire,
+            generator: RwLock::new(generator),
+            flights: Flights::default(),
+            counters: Counters::default(),
+        }
+    }
+
+    pub(crate) fn generator(&self) -> Option<Generator> {
+        self.generator
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_generator(&self, generator: Generator) {
+        *self.generator.write().unwrap_or_else(PoisonError::into_inner) = Some(generator);
+    }
+}
+
+/// A named, typed, read-through cache of `V` values on one backend.
+///
+/// [`get`](Container::get) returns the stored value, or calls the container's generator, stores
+/// its value with the container's expiry and returns it. Concurrent misses on one key call the
+/// generator once; the other callers wait for its value. Handles are cheap to clone and share
+/// one state.
+///
+/// Values are stored with `bincode` behind a header that names their type: bytes written by
+/// another type, or by an older format, read as a miss and are regenerated.
+pub struct Container<V> {
+    slot: Arc<Slot>,
+    codec: Codec<V>,
+}
+
+impl<V> Clone for Container<V> {
+    fn clone(&self) -> Self {
+        Container {
+            slot: Arc::clone(&self.slot),
+            codec: self.codec,
+        }
+    }
+}
+
+impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
+    /// A handle on `slot`, if `V` is its generator's value type.
+    pub(crate) fn new(slot: Arc<Slot>) -> Result<Self> {
+        let container = Container {
+            slot,
+            codec: Codec::new(),
+        };
+        container.generator()?;
+        Ok(container)
+    }
+
+    /// The container's name.
+    pub fn name(&self) -> &str {
+        &self.slot.name
+    }
+
+    /// How long a stored value lives; `None`: until it is removed or evicted.
+    pub fn expire(&self) -> Option<Duration> {
+        self.slot.expire
+    }
+
+    /// The name of the backend the values live in.
+    pub fn backend(&self) -> &str {
+        &self.slot.backend_name
+    }
+
+    /// The counters of this container (shared by every handle to it).
+    pub fn stats(&self) -> Stats {
+        self.slot.counters.snapshot()
+    }
+
+    /// The value of `key`: the stored one, or the generator's, which is then stored.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] on a miss when the container has no generator; [`Error::Generator`]
+    /// when the generator fails or panics (in this caller or in the one it waited for), and then
+    /// nothing is stored; [`Error::Backend`] when the backend fails; [`Error::Codec`] when the
+    /// value cannot be encoded; [`Error::TypeMismatch`] when a generator of another value type
+    /// was registered after this handle was made.
+    ///
+    /// # Panics
+    ///
+    /// When the generator panics, in the caller that ran it; the callers waiting on that key get
+    /// [`Error::Generator`] instead.
+    pub fn get(&self, key: &str) -> Result<V> {
+        match self.peek(key)? {
+            Some(value) => Ok(value),
+            None => self.generate(key),
+        }
+    }
+
+    /// The values of `keys`, in order, read from the backend in one batch where it can; each
+    /// miss is generated as [`get`](Container::get) does.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`get`](Container::get), for the first key that fails.
+    pub fn get_many(&self, keys: &[&str]) -> Result<Vec<V>> {
+        let found = self.backend_call(self.slot.backend.retrieve_many(&self.slot.name, keys))?;
+        if found.len() != keys.len() {
+            return Err(Error::backend(
+                self.slot.backend_name.clone(),
+                format!(
+                    "retrieve_many returned {} values for {} keys",
+                    found.len(),
+                    keys.len()
+                ),
+                "a broken backend",
+            ));
+        }
+        keys.iter()
+            .zip(found)
+            .map(|(key, bytes)| match self.decode_counted(bytes) {
+                Some(value) => Ok(value),
+                None => self.generate(key),
+            })
+            .collect()
+    }
+
+    /// The stored value of `key`, never calling the generator.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] when the backend fails. A value written by another type is `None`.
+    pub fn peek(&self, key: &str) -> Result<Option<V>> {
+        let bytes = self.backend_call(self.slot.backend.retrieve(&self.slot.name, key))?;
+        Ok(self.decode_counted(bytes))
+    }
+
+    /// Stores `value` under `key` with the container's expiry.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Codec`] when the value cannot be encoded, [`Error::Backend`] when the backend fails.
+    pub fn set(&self, key: &str, value: &V) -> Result<()> {
+        let bytes = self.encode(key, value)?;
+        self.store(key, &bytes)
+    }
+
+    /// Deletes `key`; the next [`get`](Container::get) generates it again. A missing key is not
+    /// an error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] when the backend fails.
+    pub fn remove(&self, key: &str) -> Result<()> {
+        self.backend_call(self.slot.backend.invalidate(&self.slot.name, key))
+    }
+
+    /// Deletes every key of this container, and no other container's.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] when the backend fails.
+    pub fn clear(&self) -> Result<()> {
+        self.backend_call(self.slot.backend.clear(&self.slot.name))
+    }
+
+    fn generator(&self) -> Result<Option<GeneratorFn<V>>> {
+        let Some(generator) = self.slot.generator() else {
+            return Ok(None);
+        };
+        generator.typed::<V>().map(Some).ok_or_else(|| Error::TypeMismatch {
+            container: self.slot.name.clone(),
+            expected: Codec::<V>::type_name(),
+            found: generator.value_type(),
+        })
+    }
+
+    /// The miss path: one caller per key runs the generator, the others wait for its outcome.
+    fn generate(&self, key: &str) -> Result<V> {
+        let generator = self.generator()?.ok_or_else(|| Error::NotFound {
+            container: self.slot.name.clone(),
+            key: key.to_owned(),
+        })?;
+        let on_abandon = || {
+            self.slot.counters.count(Event::GeneratorError);
+            Error::Generator {
+                container: self.slot.name.clone(),
+                key: key.to_owned(),
+                source: "the generator panicked".into(),
+            }
+        };
+        match self.slot.flights.join(key, &on_abandon) {
+            Role::Waiter(flight) => {
+                self.slot.counters.count(Event::Wait);
+                let bytes = flight.wait()?;
+                self.codec.decode(&bytes).ok_or_else(|| Error::Codec {
+                    container: self.slot.name.clone(),
+                    key: key.to_owned(),
+                    type_name: Codec::<V>::type_name(),
+                    source: "the value generated by another caller is of another type".into(),
+                })
+            }
+            Role::Leader(leader) => {
+                let result = self.lead(key, &generator);
+                leader.land(match &result {
+                    Ok((_, bytes)) => Ok(Arc::from(bytes.as_slice())),
+                    Err(error) => Err(error.share()),
+                });
+                result.map(|(value, _)| value)
+            }
+        }
+    }
+
+    fn lead(&self, key: &str, generator: &GeneratorFn<V>) -> Result<(V, Vec<u8>)> {
+        // Another leader may have stored the value between this caller's look-up and its flight.
+        if let Some(bytes) = self.backend_call(self.slot.backend.retrieve(&self.slot.name, key))? {
+            if let Some(value) = self.codec.decode(&bytes) {
+                return Ok((value, bytes));
+            }
+        }
+        let value = generator(key).map_err(|source| {
+            self.slot.counters.count(Event::GeneratorError);
+            Error::Generator {
+                container: self.slot.name.clone(),
+                key: key.to_owned(),
+                source,
+            }
+        })?;
+        self.slot.counters.count(Event::Generation);
+        let bytes = self.encode(key, &value)?;
+        self.store(key, &bytes)?;
+        Ok((value, bytes))
+    }
+
+    fn decode_counted(&self, bytes: Option<Vec<u8>>) -> Option<V> {
+        let value = bytes.and_then(|bytes| self.codec.decode(&bytes));
+        let event = if value.is_some() { Event::Hit } else { Event::Miss };
+        self.slot.counters.count(event);
+        value
+    }
+
+    fn encode(&self, key: &str, value: &V) -> Result<Vec<u8>> {
+        self.codec.encode(value).map_err(|source| Error::Codec {
+            container: self.slot.name.clone(),
+            key: key.to_owned(),
+            type_name: Codec::<V>::type_name(),
+            source,
+        })
+    }
+
+    fn store(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        self.backend_call(
+            self.slot
+                .backend
+                .store(&self.slot.name, key, bytes, self.slot.expire),
+        )
+    }
+
+    fn backend_call<T>(&self, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            self.slot.counters.count(Event::BackendError);
+        }
+        result
+    }
+}
+
+impl<V> fmt::Debug for Container<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Container")
+            .field("name", &self.slot.name)
+            .field("backend", &self.slot.backend_name)
+            .field("expire", &self.slot.expire)
+            .field("value_type", &std::any::type_name::<V>())
+            .finish()
+    }
+}

@@ -1,0 +1,69 @@
+//! The contract of [kvcache](https://docs.rs/kvcache): the [`Backend`] trait that storage crates
+//! implement, typed read-through [`Container`]s, the [`Config`]uration, the one [`Error`] type,
+//! and the registries of backend kinds and generators.
+//!
+//! Applications use the `kvcache` facade, which re-exports this crate and links the backends its
+//! features enable. Backend authors depend on this crate alone:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use kvcache_core::{Backend, BackendConfig, BackendRegistration, Result};
+//!
+//! /// A backend that stores nothing: every look-up misses.
+//! #[derive(Debug)]
+//! struct Void;
+//!
+//! impl Backend for Void {
+//!     fn store(&self, _: &str, _: &str, _: &[u8], _: Option<Duration>) -> Result<()> { Ok(()) }
+//!     fn retrieve(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>> { Ok(None) }
+//!     fn invalidate(&self, _: &str, _: &str) -> Result<()> { Ok(()) }
+//!     fn clear(&self, _: &str) -> Result<()> { Ok(()) }
+//!     fn purge_expired(&self) -> Result<()> { Ok(()) }
+//! }
+//!
+//! fn open(_: &BackendConfig) -> Result<Arc<dyn Backend>> {
+//!     Ok(Arc::new(Void))
+//! }
+//!
+//! kvcache_core::register_backend!(BackendRegistration::new("void", open));
+//!
+//! let cache = kvcache_core::init([("backend.nothing", "void"), ("container.c.backend", "nothing")])?;
+//! cache.register_generator("c", |key: &str| key.len())?;
+//! let lengths = cache.container::<usize>("c")?;
+//! assert_eq!(lengths.get("four")?, 4);
+//! assert_eq!(lengths.stats().generations, 1);
+//! # Ok::<(), kvcache_core::Error>(())
+//! ```
+
+mod backend;
+mod cache;
+mod clock;
+mod codec;
+mod config;
+mod container;
+mod error;
+mod flight;
+mod generator;
+mod interval;
+mod registry;
+mod stats;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+#[doc(hidden)]
+pub mod __private;
+
+pub use backend::{Backend, BackendConfig};
+pub use cache::{Builder, KvCache, init};
+pub use clock::{Clock, ManualClock, SystemClock, expires_at};
+pub use config::Config;
+pub use container::Container;
+pub use error::{BoxError, Error, Result};
+pub use generator::Generator;
+pub use interval::parse_interval;
+pub use registry::{
+    BackendFactory, BackendRegistration, GeneratorRegistration, backend_kind, backend_kinds,
+    generators,
+};
+pub use stats::Stats;

@@ -1,0 +1,68 @@
+//! Per-container counters.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// What a container has done since it was created, read with
+/// [`Container::stats`](crate::Container::stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Look-ups that found a value.
+    pub hits: u64,
+    /// Look-ups that found nothing usable: absent, expired, or written by another type.
+    pub misses: u64,
+    /// Generator calls that returned a value.
+    pub generations: u64,
+    /// Generator calls that failed or panicked.
+    pub generator_errors: u64,
+    /// Backend calls that failed.
+    pub backend_errors: u64,
+    /// Callers that waited for another caller's generator instead of running their own.
+    pub waits: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    generations: AtomicU64,
+    generator_errors: AtomicU64,
+    backend_errors: AtomicU64,
+    waits: AtomicU64,
+}
+
+/// One kind of event to count.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Event {
+    Hit,
+    Miss,
+    Generation,
+    GeneratorError,
+    BackendError,
+    Wait,
+}
+
+impl Counters {
+    pub(crate) fn count(&self, event: Event) {
+        let counter = match event {
+            Event::Hit => &self.hits,
+            Event::Miss => &self.misses,
+            Event::Generation => &self.generations,
+            Event::GeneratorError => &self.generator_errors,
+            Event::BackendError => &self.backend_errors,
+            Event::Wait => &self.waits,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> Stats {
+        Stats {
+            hits: self.hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
+            generations: self.generations.load(Relaxed),
+            generator_errors: self.generator_errors.load(Relaxed),
+            backend_errors: self.backend_errors.load(Relaxed),
+            waits: self.waits.load(Relaxed),
+        }
+    }
+}

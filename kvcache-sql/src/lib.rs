@@ -1,0 +1,1 @@
+//! The sql backend of kvcache (in progress).

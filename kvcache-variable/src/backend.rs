@@ -1,0 +1,262 @@
+//! The sharded in-memory store.
+
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use hashbrown::HashTable;
+use hashbrown::DefaultHashBuilder;
+use kvcache_core::{Backend, Clock, Result, SystemClock, expires_at};
+
+/// Shards of an unbounded store: enough that threads rarely meet on one lock.
+const SHARDS: usize = 16;
+/// `expires_at` of an entry without expiry.
+const NEVER: u64 = u64::MAX;
+
+/// An in-process store, shared by every container that names it.
+///
+/// Entries are spread over shards by the hash of (container, key), each behind its own
+/// read-write lock. A read clones the value's bytes under a read lock.
+///
+/// # Eviction
+///
+/// With [`max_entries`](VariableBackend::max_entries) the store never holds more entries than
+/// that. The bound is split evenly over the shards; when a new key arrives in a full shard, the
+/// shard first drops its expired entries and then, if it is still full, evicts its entries in the
+/// order they were last written (first in, first out). Reads do not reorder entries, so a read
+/// never takes a write lock.
+#[derive(Debug)]
+pub struct VariableBackend {
+    shards: Box<[RwLock<Shard>]>,
+    hasher: DefaultHashBuilder,
+    clock: Arc<dyn Clock>,
+    shard_capacity: Option<usize>,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    table: HashTable<Entry>,
+    /// (hash, seq) of writes, oldest first; kept only when bounded. A record whose entry was
+    /// rewritten or removed since is skipped.
+    order: VecDeque<(u64, u64)>,
+    next_seq: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    /// The container's length (4 bytes, little-endian), the container, then the key.
+    key: Box<[u8]>,
+    value: Box<[u8]>,
+    expires_at: u64,
+    seq: u64,
+}
+
+impl Entry {
+    fn is(&self, container: &str, key: &str) -> bool {
+        let (c, k) = split(&self.key);
+        c == container.as_bytes() && k == key.as_bytes()
+    }
+
+    fn container_is(&self, container: &str) -> bool {
+        split(&self.key).0 == container.as_bytes()
+    }
+
+    fn live(&self, now: u64) -> bool {
+        now < self.expires_at
+    }
+}
+
+fn join(container: &str, key: &str) -> Box<[u8]> {
+    let len = u32::try_from(container.len()).unwrap_or(u32::MAX);
+    let mut bytes = Vec::with_capacity(4 + container.len() + key.len());
+    bytes.extend_from_slice(&len.to_le_bytes());
+    bytes.extend_from_slice(container.as_bytes());
+    bytes.extend_from_slice(key.as_bytes());
+    bytes.into_boxed_slice()
+}
+
+fn split(joined: &[u8]) -> (&[u8], &[u8]) {
+    let (len, rest) = joined.split_at(4);
+    let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    rest.split_at(len)
+}
+
+impl Default for VariableBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl VariableBackend {
+    /// An empty, unbounded store on the system clock.
+    pub fn new() -> Self {
+        Self::with_clock(Arc::new(SystemClock))
+    }
+
+    /// An empty, unbounded store that reads expiry against `clock`.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self::build(clock, SHARDS, None)
+    }
+
+    /// Bounds the store to `max` entries (at least 1); see the type's docs for the eviction
+    /// policy. Entries already stored are kept; call it on a new store.
+    #[must_use]
+    pub fn max_entries(self, max: usize) -> Self {
+        let max = max.max(1);
+        // Small bounds get fewer shards, so that each shard holds a useful number of entries.
+        let shards = (max / 64).clamp(1, SHARDS);
+        let shards = 1 << shards.ilog2();
+        Self::build(self.clock, shards, Some(max / shards))
+    }
+
+    fn build(clock: Arc<dyn Clock>, shards: usize, shard_capacity: Option<usize>) -> Self {
+        VariableBackend {
+            shards: (0..shards).map(|_| RwLock::default()).collect(),
+            hasher: DefaultHashBuilder::default(),
+            clock,
+            shard_capacity,
+        }
+    }
+
+    /// The number of entries held, expired ones included until they are dropped.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|shard| read(shard).table.len()).sum()
+    }
+
+    /// Whether it holds no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn hash(&self, container: &str, key: &str) -> u64 {
+        let mut hasher = self.hasher.build_hasher();
+        container.hash(&mut hasher);
+        key.hash(&mut hasher);
+        hasher.finish()
+    }
+
+    fn hash_entry(&self, entry: &Entry) -> u64 {
+        let (c, k) = split(&entry.key);
+        // Keys are stored from `&str`, so both halves are UTF-8.
+        let text = |bytes| std::str::from_utf8(bytes).unwrap_or_default();
+        self.hash(text(c), text(k))
+    }
+
+    fn shard(&self, hash: u64) -> &RwLock<Shard> {
+        // The table uses the low bits of the hash; the shard the high ones.
+        let index = (hash >> 32) as usize & (self.shards.len() - 1);
+        &self.shards[index]
+    }
+
+    fn now(&self) -> u64 {
+        self.clock.now_millis()
+    }
+}
+
+fn read(shard: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
+    shard.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write(shard: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
+    shard.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Backend for VariableBackend {
+    fn store(&self, container: &str, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        let hash = self.hash(container, key);
+        let now = self.now();
+        let expires = ttl.map_or(NEVER, |ttl| expires_at(now, ttl));
+        let mut shard = write(self.shard(hash));
+        let shard = &mut *shard;
+        let seq = shard.next_seq;
+        shard.next_seq += 1;
+        if let Some(entry) = shard.table.find_mut(hash, |e| e.is(container, key)) {
+            entry.value = value.into();
+            entry.expires_at = expires;
+            entry.seq = seq;
+        } else {
+            if let Some(capacity) = self.shard_capacity {
+                if shard.table.len() >= capacity {
+                    shard.table.retain(|entry| entry.live(now));
+                }
+                while shard.table.len() >= capacity {
+                    let Some((old_hash, old_seq)) = shard.order.pop_front() else {
+                        break;
+                    };
+                    if let Ok(entry) = shard.table.find_entry(old_hash, |e| e.seq == old_seq) {
+                        entry.remove();
+                    }
+                }
+            }
+            let entry = Entry {
+                key: join(container, key),
+                value: value.into(),
+                expires_at: expires,
+                seq,
+            };
+            shard.table.insert_unique(hash, entry, |e| self.hash_entry(e));
+        }
+        if self.shard_capacity.is_some() {
+            shard.order.push_back((hash, seq));
+            if shard.order.len() > 2 * shard.table.len() + 16 {
+                // Too many records of rewritten or removed entries: rebuild from the table.
+                let mut live: Vec<(u64, u64)> = shard
+                    .table
+                    .iter()
+                    .map(|e| (e.seq, self.hash_entry(e)))
+                    .collect();
+                live.sort_unstable();
+                shard.order = live.into_iter().map(|(seq, hash)| (hash, seq)).collect();
+            }
+        }
+        Ok(())
+    }
+
+    fn retrieve(&self, container: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        let hash = self.hash(container, key);
+        let now = self.now();
+        let lock = self.shard(hash);
+        {
+            let shard = read(lock);
+            match shard.table.find(hash, |e| e.is(container, key)) {
+                None => return Ok(None),
+                Some(entry) if entry.live(now) => return Ok(Some(entry.value.to_vec())),
+                Some(_) => {}
+            }
+        }
+        // Expired: drop it, unless it was rewritten in between.
+        let mut shard = write(lock);
+        if let Ok(entry) = shard
+            .table
+            .find_entry(hash, |e| e.is(container, key) && !e.live(now))
+        {
+            entry.remove();
+        }
+        Ok(None)
+    }
+
+    fn invalidate(&self, container: &str, key: &str) -> Result<()> {
+        let hash = self.hash(container, key);
+        let mut shard = write(self.shard(hash));
+        if let Ok(entry) = shard.table.find_entry(hash, |e| e.is(container, key)) {
+            entry.remove();
+        }
+        Ok(())
+    }
+
+    fn clear(&self, container: &str) -> Result<()> {
+        for shard in &self.shards {
+            write(shard).table.retain(|entry| !entry.container_is(container));
+        }
+        Ok(())
+    }
+
+    fn purge_expired(&self) -> Result<()> {
+        let now = self.now();
+        for shard in &self.shards {
+            write(shard).table.retain(|entry| entry.live(now));
+        }
+        Ok(())
+    }
+}

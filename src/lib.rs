@@ -1,0 +1,39 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[doc(inline)]
+pub use kvcache_core::{
+    Backend, BackendConfig, BackendRegistration, BoxError, Builder, Clock, Config, Container,
+    Error, Generator, KvCache, ManualClock, Result, Stats, SystemClock, backend_kinds, init,
+};
+
+#[doc(hidden)]
+pub use kvcache_core::__private;
+
+/// The in-memory backend (`backend.NAME = variable`).
+#[cfg(feature = "variable")]
+#[cfg_attr(docsrs, doc(cfg(feature = "variable")))]
+pub use kvcache_variable as variable;
+
+/// The SQLite file backend (`backend.NAME = file`).
+#[cfg(feature = "file")]
+#[cfg_attr(docsrs, doc(cfg(feature = "file")))]
+pub use kvcache_file as file;
+
+/// The SQL backend (`backend.NAME = sql`): PostgreSQL, MySQL/MariaDB and SQLite.
+#[cfg(any(feature = "sql-postgres", feature = "sql-mysql", feature = "sql-sqlite"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "sql-postgres", feature = "sql-mysql", feature = "sql-sqlite")))
+)]
+pub use kvcache_sql as sql;
+
+/// The Redis backend (`backend.NAME = redis`).
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use kvcache_redis as redis;
+
+/// `#[generator("name")]`: registers a plain function as the generator of the container `name`.
+#[cfg(feature = "derive")]
+#[cfg_attr(docsrs, doc(cfg(feature = "derive")))]
+pub use kvcache_derive::generator;
