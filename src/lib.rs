@@ -7,6 +7,8 @@ pub use kvcache_core::{
     Error, Generator, KvCache, ManualClock, Result, Stats, SystemClock, backend_kinds, init,
 };
 
+pub use kvcache_core::register_backend;
+
 #[doc(hidden)]
 pub use kvcache_core::__private;
 
@@ -21,10 +23,18 @@ pub use kvcache_variable as variable;
 pub use kvcache_file as file;
 
 /// The SQL backend (`backend.NAME = sql`): PostgreSQL, MySQL/MariaDB and SQLite.
-#[cfg(any(feature = "sql-postgres", feature = "sql-mysql", feature = "sql-sqlite"))]
+#[cfg(any(
+    feature = "sql-postgres",
+    feature = "sql-mysql",
+    feature = "sql-sqlite"
+))]
 #[cfg_attr(
     docsrs,
-    doc(cfg(any(feature = "sql-postgres", feature = "sql-mysql", feature = "sql-sqlite")))
+    doc(cfg(any(
+        feature = "sql-postgres",
+        feature = "sql-mysql",
+        feature = "sql-sqlite"
+    )))
 )]
 pub use kvcache_sql as sql;
 

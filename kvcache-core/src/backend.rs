@@ -21,8 +21,7 @@ use crate::interval::parse_interval;
 pub trait Backend: Send + Sync + Debug {
     /// Stores `value` under (`container`, `key`), replacing what was there. With `ttl`, the entry
     /// expires that long after now; without, it never expires.
-    fn store(&self, container: &str, key: &str, value: &[u8], ttl: Option<Duration>)
-    -> Result<()>;
+    fn store(&self, container: &str, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()>;
 
     /// The bytes stored under (`container`, `key`), or `None` when absent or expired.
     fn retrieve(&self, container: &str, key: &str) -> Result<Option<Vec<u8>>>;
@@ -39,7 +38,9 @@ pub trait Backend: Send + Sync + Debug {
 
     /// The bytes stored under each of `keys`, in order.
     fn retrieve_many(&self, container: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
-        keys.iter().map(|key| self.retrieve(container, key)).collect()
+        keys.iter()
+            .map(|key| self.retrieve(container, key))
+            .collect()
     }
 
     /// Stores each `(key, value)` of `entries` with one `ttl`.
@@ -140,7 +141,10 @@ impl BackendConfig {
         self.get(option)
             .map(|text| {
                 text.trim().parse().map_err(|_| {
-                    Error::config(self.key(option), format!("expected {expected}, got {text:?}"))
+                    Error::config(
+                        self.key(option),
+                        format!("expected {expected}, got {text:?}"),
+                    )
                 })
             })
             .transpose()
@@ -149,7 +153,9 @@ impl BackendConfig {
     /// Option `option` parsed as an interval (`5s`, `1h 30m`), if set.
     pub fn duration(&self, option: &str) -> Result<Option<Duration>> {
         self.get(option)
-            .map(|text| parse_interval(text).map_err(|message| Error::config(self.key(option), message)))
+            .map(|text| {
+                parse_interval(text).map_err(|message| Error::config(self.key(option), message))
+            })
             .transpose()
     }
 }

@@ -74,9 +74,13 @@ impl Builder {
         let Builder { config, clock } = self;
         let mut backends = BTreeMap::new();
         for (name, spec) in &config.backends {
-            let (kind, key) = spec.kind.as_ref().expect("Config::check ensures every backend has a kind");
+            let (kind, key) = spec
+                .kind
+                .as_ref()
+                .expect("Config::check ensures every backend has a kind");
             let registration = registry::backend_kind(kind, key)?;
-            let mut backend_config = BackendConfig::new(name.clone(), kind.clone()).clock(Arc::clone(&clock));
+            let mut backend_config =
+                BackendConfig::new(name.clone(), kind.clone()).clock(Arc::clone(&clock));
             for (option, value) in &spec.options {
                 backend_config = backend_config.option(option.clone(), value.clone());
             }
@@ -91,14 +95,21 @@ impl Builder {
 
         let generators = registry::generators()?;
         for (name, spec) in &config.containers {
-            let backend_name = spec.backend.as_ref().expect("Config::check ensures every container has a backend");
+            let backend_name = spec
+                .backend
+                .as_ref()
+                .expect("Config::check ensures every container has a backend");
             let generator = match &spec.generator {
                 Some(generator) => Some(generators.get(generator.as_str()).ok_or_else(|| {
                     Error::config(
                         format!("container.{name}.generator"),
                         format!(
                             "no generator is registered as {generator:?} (registered: {})",
-                            if generators.is_empty() { "none".to_owned() } else { generators.keys().copied().collect::<Vec<_>>().join(", ") }
+                            if generators.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                generators.keys().copied().collect::<Vec<_>>().join(", ")
+                            }
                         ),
                     )
                 })?),
@@ -113,10 +124,18 @@ impl Builder {
             ))?;
         }
 
-        let claimed: Vec<&str> = config.containers.values().filter_map(|spec| spec.generator.as_deref()).collect();
+        let claimed: Vec<&str> = config
+            .containers
+            .values()
+            .filter_map(|spec| spec.generator.as_deref())
+            .collect();
         for (name, registration) in generators {
             if !config.containers.contains_key(name) && !claimed.contains(&name) {
-                cache.implicit_container(name, registration.function(), registration.generator())?;
+                cache.implicit_container(
+                    name,
+                    registration.function(),
+                    registration.generator(),
+                )?;
             }
         }
         Ok(cache)
@@ -268,7 +287,8 @@ impl KvCache {
             Some(backend) => Arc::clone(backend),
             None => {
                 let key = format!("container.{name}.backend");
-                let config = BackendConfig::new(IMPLICIT_KIND, IMPLICIT_KIND).clock(Arc::clone(&self.clock));
+                let config =
+                    BackendConfig::new(IMPLICIT_KIND, IMPLICIT_KIND).clock(Arc::clone(&self.clock));
                 let opened = registry::backend_kind(IMPLICIT_KIND, &key)
                     .and_then(|registration| registration.open(&config))
                     .map_err(|error| {
@@ -288,11 +308,20 @@ impl KvCache {
             generator = origin,
             "the configuration does not declare this container: it gets one of its own on the in-memory backend"
         );
-        self.insert_slot(Slot::new(name.to_owned(), IMPLICIT_KIND.to_owned(), backend, None, Some(generator)))
+        self.insert_slot(Slot::new(
+            name.to_owned(),
+            IMPLICIT_KIND.to_owned(),
+            backend,
+            None,
+            Some(generator),
+        ))
     }
 
     fn insert_slot(&self, slot: Slot) -> Result<()> {
-        let mut containers = self.containers.write().unwrap_or_else(PoisonError::into_inner);
+        let mut containers = self
+            .containers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         if containers.contains_key(&slot.name) {
             return Err(Error::ContainerAlreadyConfigured { name: slot.name });
         }
@@ -305,7 +334,9 @@ impl KvCache {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Slot>>> {
-        self.containers.read().unwrap_or_else(PoisonError::into_inner)
+        self.containers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 

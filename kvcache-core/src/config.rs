@@ -28,13 +28,22 @@ pub struct Config {
     pub(crate) containers: BTreeMap<String, ContainerSpec>,
 }
 
-/// A declared backend.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A declared backend. Two are equal when their kinds and options are, whichever key gave the kind.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct BackendSpec {
     /// The kind, and the key that gave it.
     pub(crate) kind: Option<(String, String)>,
     pub(crate) options: BTreeMap<String, String>,
 }
+
+impl PartialEq for BackendSpec {
+    fn eq(&self, other: &Self) -> bool {
+        let kind = |spec: &Self| spec.kind.as_ref().map(|(kind, _)| kind.clone());
+        kind(self) == kind(other) && self.options == other.options
+    }
+}
+
+impl Eq for BackendSpec {}
 
 /// A declared container.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -104,14 +113,20 @@ impl Config {
     pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Config> {
         let path = path.as_ref();
         let text = fs::read_to_string(path).map_err(|error| {
-            Error::config(path.display().to_string(), format!("cannot read the configuration file: {error}"))
+            Error::config(
+                path.display().to_string(),
+                format!("cannot read the configuration file: {error}"),
+            )
         })?;
         Self::toml(&text, &path.display().to_string())
     }
 
     fn toml(text: &str, origin: &str) -> Result<Config> {
         let table: toml::Table = toml::from_str(text).map_err(|error| {
-            Error::config(origin, format!("is not valid TOML: {}", error.to_string().trim_end()))
+            Error::config(
+                origin,
+                format!("is not valid TOML: {}", error.to_string().trim_end()),
+            )
         })?;
         let mut pairs = Vec::new();
         flatten(&table, "", &mut pairs)?;
@@ -137,10 +152,16 @@ impl Config {
                 let backend = self.backends.entry(name.to_owned()).or_default();
                 if option.is_empty() || option == "kind" {
                     if let Some((_, first)) = &backend.kind {
-                        return Err(Error::config(key, format!("the kind is given twice (also by {first})")));
+                        return Err(Error::config(
+                            key,
+                            format!("the kind is given twice (also by {first})"),
+                        ));
                     }
                     if value.is_empty() {
-                        return Err(Error::config(key, "expected a backend kind, got an empty value"));
+                        return Err(Error::config(
+                            key,
+                            "expected a backend kind, got an empty value",
+                        ));
                     }
                     backend.kind = Some((value.to_owned(), key.to_owned()));
                 } else {
@@ -155,7 +176,8 @@ impl Config {
                     "backend" => container.backend = Some(value.to_owned()),
                     "generator" => container.generator = Some(value.to_owned()),
                     "expire" => {
-                        let expire = parse_interval(value).map_err(|message| Error::config(key, message))?;
+                        let expire =
+                            parse_interval(value).map_err(|message| Error::config(key, message))?;
                         container.expire = Some(expire).filter(|d| !d.is_zero());
                     }
                     _ => {
@@ -195,7 +217,11 @@ impl Config {
                         key,
                         format!(
                             "names the backend {backend:?}, which is not declared (declared: {})",
-                            if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                            if known.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                known.join(", ")
+                            }
                         ),
                     ));
                 }
@@ -219,7 +245,11 @@ fn check_name(key: &str, name: &str, what: &str) -> Result<()> {
 /// Turns nested TOML tables into dotted keys with text values.
 fn flatten(table: &toml::Table, prefix: &str, out: &mut Vec<(String, String)>) -> Result<()> {
     for (key, value) in table {
-        let key = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        let key = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
         let text = match value {
             toml::Value::Table(inner) => {
                 flatten(inner, &key, out)?;
@@ -231,7 +261,10 @@ fn flatten(table: &toml::Table, prefix: &str, out: &mut Vec<(String, String)>) -
             toml::Value::Boolean(b) => b.to_string(),
             toml::Value::Datetime(d) => d.to_string(),
             toml::Value::Array(_) => {
-                return Err(Error::config(key, "expected a string or a number, got an array"));
+                return Err(Error::config(
+                    key,
+                    "expected a string or a number, got an array",
+                ));
             }
         };
         out.push((key, text));

@@ -53,7 +53,10 @@ impl Slot {
     }
 
     pub(crate) fn set_generator(&self, generator: Generator) {
-        *self.generator.write().unwrap_or_else(PoisonError::into_inner) = Some(generator);
+        *self
+            .generator
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(generator);
     }
 }
 
@@ -203,11 +206,14 @@ impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
         let Some(generator) = self.slot.generator() else {
             return Ok(None);
         };
-        generator.typed::<V>().map(Some).ok_or_else(|| Error::TypeMismatch {
-            container: self.slot.name.clone(),
-            expected: Codec::<V>::type_name(),
-            found: generator.value_type(),
-        })
+        generator
+            .typed::<V>()
+            .map(Some)
+            .ok_or_else(|| Error::TypeMismatch {
+                container: self.slot.name.clone(),
+                expected: Codec::<V>::type_name(),
+                found: generator.value_type(),
+            })
     }
 
     /// The miss path: one caller per key runs the generator, the others wait for its outcome.
@@ -248,10 +254,10 @@ impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
 
     fn lead(&self, key: &str, generator: &GeneratorFn<V>) -> Result<(V, Vec<u8>)> {
         // Another leader may have stored the value between this caller's look-up and its flight.
-        if let Some(bytes) = self.backend_call(self.slot.backend.retrieve(&self.slot.name, key))? {
-            if let Some(value) = self.codec.decode(&bytes) {
-                return Ok((value, bytes));
-            }
+        if let Some(bytes) = self.backend_call(self.slot.backend.retrieve(&self.slot.name, key))?
+            && let Some(value) = self.codec.decode(&bytes)
+        {
+            return Ok((value, bytes));
         }
         let value = generator(key).map_err(|source| {
             self.slot.counters.count(Event::GeneratorError);
@@ -269,7 +275,11 @@ impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
 
     fn decode_counted(&self, bytes: Option<Vec<u8>>) -> Option<V> {
         let value = bytes.and_then(|bytes| self.codec.decode(&bytes));
-        let event = if value.is_some() { Event::Hit } else { Event::Miss };
+        let event = if value.is_some() {
+            Event::Hit
+        } else {
+            Event::Miss
+        };
         self.slot.counters.count(event);
         value
     }

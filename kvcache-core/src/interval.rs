@@ -36,7 +36,11 @@ fn normalise(text: &str) -> String {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
         let (number, after) = rest.split_at(digits);
-        let after = if number.is_empty() { after } else { after.trim_start() };
+        let after = if number.is_empty() {
+            after
+        } else {
+            after.trim_start()
+        };
         let unit_len = after
             .find(|c: char| !c.is_alphabetic())
             .unwrap_or(after.len());
@@ -110,7 +114,15 @@ mod tests {
 
     #[test]
     fn malformed_intervals_are_errors_that_quote_the_text() {
-        for text in ["", "soon", "5 parsecs", "-5s", "1..5h", "5 s s", "99999999999999999999999s"] {
+        for text in [
+            "",
+            "soon",
+            "5 parsecs",
+            "-5s",
+            "1..5h",
+            "5 s s",
+            "99999999999999999999999s",
+        ] {
             let error = parse_interval(text).expect_err(text);
             assert!(error.contains(&format!("{text:?}")), "{text:?}: {error}");
         }

@@ -85,7 +85,10 @@ impl BackendRegistration {
             };
             return Err(Error::config(
                 config.key(unknown),
-                format!("unknown option for a `{}` backend (accepted: {accepted})", self.kind),
+                format!(
+                    "unknown option for a `{}` backend (accepted: {accepted})",
+                    self.kind
+                ),
             ));
         }
         (self.factory)(config)

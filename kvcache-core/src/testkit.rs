@@ -30,14 +30,19 @@ pub enum Time<'a> {
     Real,
 }
 
+type Check = fn(&dyn Backend, Time<'_>);
+
 /// Runs every check on `backend`; panics with a message naming the check that failed.
 pub fn run(backend: &dyn Backend, time: Time<'_>) {
-    let checks: [(&str, fn(&dyn Backend, Time<'_>)); 14] = [
+    let checks: [(&str, Check); 14] = [
         ("a missing key is a miss", missing_is_none),
         ("a stored value is retrieved", store_then_retrieve),
         ("store replaces", store_replaces),
         ("invalidate deletes, and a missing key is fine", invalidate),
-        ("containers never see each other's keys", containers_are_isolated),
+        (
+            "containers never see each other's keys",
+            containers_are_isolated,
+        ),
         ("clear empties one container only", clear_one_container),
         ("an entry expires at its ttl", expiry),
         ("no ttl never expires", no_ttl_never_expires),
@@ -106,7 +111,10 @@ fn store_replaces(backend: &dyn Backend, _: Time<'_>) {
     let c = unique("replace");
     put(backend, &c, "k", b"first", None);
     put(backend, &c, "k", b"second, longer", None);
-    assert_eq!(get(backend, &c, "k").as_deref(), Some(&b"second, longer"[..]));
+    assert_eq!(
+        get(backend, &c, "k").as_deref(),
+        Some(&b"second, longer"[..])
+    );
 }
 
 fn invalidate(backend: &dyn Backend, _: Time<'_>) {
@@ -116,7 +124,9 @@ fn invalidate(backend: &dyn Backend, _: Time<'_>) {
     backend.invalidate(&c, "k").expect("invalidate");
     assert_eq!(get(backend, &c, "k"), None);
     assert_eq!(get(backend, &c, "kept").as_deref(), Some(&b"v"[..]));
-    backend.invalidate(&c, "k").expect("invalidating a missing key is not an error");
+    backend
+        .invalidate(&c, "k")
+        .expect("invalidating a missing key is not an error");
     backend
         .invalidate(&unique("never-used"), "k")
         .expect("invalidating in an unused container is not an error");
@@ -128,7 +138,7 @@ fn containers_are_isolated(backend: &dyn Backend, _: Time<'_>) {
     let pairs = [
         (format!("{base}:a"), "b:c".to_owned()),
         (format!("{base}:a:b"), "c".to_owned()),
-        (format!("{base}"), "a:b:c".to_owned()),
+        (base.clone(), "a:b:c".to_owned()),
         (format!("{base}:a:b:c"), String::new()),
     ];
     for (i, (c, k)) in pairs.iter().enumerate() {
@@ -152,9 +162,15 @@ fn clear_one_container(backend: &dyn Backend, _: Time<'_>) {
     backend.clear(&a).expect("clear");
     for key in ["1", "2", "3"] {
         assert_eq!(get(backend, &a, key), None, "cleared key {key:?}");
-        assert_eq!(get(backend, &b, key).as_deref(), Some(&b"b"[..]), "other container's key {key:?}");
+        assert_eq!(
+            get(backend, &b, key).as_deref(),
+            Some(&b"b"[..]),
+            "other container's key {key:?}"
+        );
     }
-    backend.clear(&unique("never-used")).expect("clearing an unused container");
+    backend
+        .clear(&unique("never-used"))
+        .expect("clearing an unused container");
 }
 
 fn expiry(backend: &dyn Backend, time: Time<'_>) {
@@ -162,18 +178,32 @@ fn expiry(backend: &dyn Backend, time: Time<'_>) {
     let ttl = ttl(time);
     put(backend, &c, "short", b"v", Some(ttl));
     put(backend, &c, "long", b"v", Some(ttl * 10));
-    assert_eq!(get(backend, &c, "short").as_deref(), Some(&b"v"[..]), "fresh entry");
+    assert_eq!(
+        get(backend, &c, "short").as_deref(),
+        Some(&b"v"[..]),
+        "fresh entry"
+    );
     if let Time::Manual(_) = time {
         pass(time, ttl - Duration::from_millis(1));
-        assert_eq!(get(backend, &c, "short").as_deref(), Some(&b"v"[..]), "1 ms before its ttl");
+        assert_eq!(
+            get(backend, &c, "short").as_deref(),
+            Some(&b"v"[..]),
+            "1 ms before its ttl"
+        );
         pass(time, Duration::from_millis(1));
     } else {
         pass(time, ttl + Duration::from_millis(200));
     }
     assert_eq!(get(backend, &c, "short"), None, "at its ttl");
-    assert_eq!(get(backend, &c, "long").as_deref(), Some(&b"v"[..]), "the longer ttl");
     assert_eq!(
-        backend.retrieve_many(&c, &["short", "long"]).expect("retrieve_many"),
+        get(backend, &c, "long").as_deref(),
+        Some(&b"v"[..]),
+        "the longer ttl"
+    );
+    assert_eq!(
+        backend
+            .retrieve_many(&c, &["short", "long"])
+            .expect("retrieve_many"),
         vec![None, Some(b"v".to_vec())],
         "batch look-ups honour expiry too"
     );
@@ -194,7 +224,11 @@ fn restore_replaces_ttl(backend: &dyn Backend, time: Time<'_>) {
     put(backend, &c, "k", b"v1", Some(ttl(time)));
     put(backend, &c, "k", b"v2", None);
     pass(time, ttl(time) + Duration::from_millis(200));
-    assert_eq!(get(backend, &c, "k").as_deref(), Some(&b"v2"[..]), "the second store had no ttl");
+    assert_eq!(
+        get(backend, &c, "k").as_deref(),
+        Some(&b"v2"[..]),
+        "the second store had no ttl"
+    );
     put(backend, &c, "k", b"v3", Some(ttl(time)));
     pass(time, ttl(time) + Duration::from_millis(200));
     assert_eq!(get(backend, &c, "k"), None, "the third store had a ttl");
@@ -227,12 +261,20 @@ fn batches(backend: &dyn Backend, _: Time<'_>) {
     assert_eq!(found.len(), asked.len(), "one answer per key");
     for (key, value) in asked.iter().zip(found) {
         let index: usize = key[4..].parse().expect("key index");
-        let expected = (index % 2 == 0).then(|| key.as_bytes().to_vec());
+        let expected = index.is_multiple_of(2).then(|| key.as_bytes().to_vec());
         assert_eq!(value, expected, "key {key:?}");
     }
-    assert_eq!(backend.retrieve_many(&c, &[]).expect("an empty batch"), Vec::<Option<Vec<u8>>>::new());
-    let repeated = backend.retrieve_many(&c, &["key 0", "key 0"]).expect("a repeated key");
-    assert_eq!(repeated, vec![Some(b"key 0".to_vec()), Some(b"key 0".to_vec())]);
+    assert_eq!(
+        backend.retrieve_many(&c, &[]).expect("an empty batch"),
+        Vec::<Option<Vec<u8>>>::new()
+    );
+    let repeated = backend
+        .retrieve_many(&c, &["key 0", "key 0"])
+        .expect("a repeated key");
+    assert_eq!(
+        repeated,
+        vec![Some(b"key 0".to_vec()), Some(b"key 0".to_vec())]
+    );
 }
 
 fn odd_keys_and_values(backend: &dyn Backend, _: Time<'_>) {
@@ -252,7 +294,11 @@ fn odd_keys_and_values(backend: &dyn Backend, _: Time<'_>) {
     for (key, value) in cases {
         assert_eq!(get(backend, &c, key).as_deref(), Some(value), "key {key:?}");
     }
-    assert_eq!(get(backend, &c, "spaces"), None, "keys are compared exactly");
+    assert_eq!(
+        get(backend, &c, "spaces"),
+        None,
+        "keys are compared exactly"
+    );
     assert_eq!(get(backend, &c, "BINARY"), None, "keys are case-sensitive");
 }
 
@@ -264,8 +310,14 @@ fn large_keys_and_values(backend: &dyn Backend, _: Time<'_>) {
     put(backend, &c, &long_key, b"long key", None);
     put(backend, &c, &other_long_key, b"other long key", None);
     put(backend, &c, "big", &big_value, None);
-    assert_eq!(get(backend, &c, &long_key).as_deref(), Some(&b"long key"[..]));
-    assert_eq!(get(backend, &c, &other_long_key).as_deref(), Some(&b"other long key"[..]));
+    assert_eq!(
+        get(backend, &c, &long_key).as_deref(),
+        Some(&b"long key"[..])
+    );
+    assert_eq!(
+        get(backend, &c, &other_long_key).as_deref(),
+        Some(&b"other long key"[..])
+    );
     assert_eq!(get(backend, &c, "big"), Some(big_value));
 }
 

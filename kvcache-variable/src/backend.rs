@@ -5,8 +5,8 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use hashbrown::HashTable;
 use hashbrown::DefaultHashBuilder;
+use hashbrown::HashTable;
 use kvcache_core::{Backend, Clock, Result, SystemClock, expires_at};
 
 /// Shards of an unbounded store: enough that threads rarely meet on one lock.
@@ -121,7 +121,10 @@ impl VariableBackend {
 
     /// The number of entries held, expired ones included until they are dropped.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|shard| read(shard).table.len()).sum()
+        self.shards
+            .iter()
+            .map(|shard| read(shard).table.len())
+            .sum()
     }
 
     /// Whether it holds no entries.
@@ -195,7 +198,9 @@ impl Backend for VariableBackend {
                 expires_at: expires,
                 seq,
             };
-            shard.table.insert_unique(hash, entry, |e| self.hash_entry(e));
+            shard
+                .table
+                .insert_unique(hash, entry, |e| self.hash_entry(e));
         }
         if self.shard_capacity.is_some() {
             shard.order.push_back((hash, seq));
@@ -247,7 +252,9 @@ impl Backend for VariableBackend {
 
     fn clear(&self, container: &str) -> Result<()> {
         for shard in &self.shards {
-            write(shard).table.retain(|entry| !entry.container_is(container));
+            write(shard)
+                .table
+                .retain(|entry| !entry.container_is(container));
         }
         Ok(())
     }

@@ -29,10 +29,17 @@ fn a_bounded_store_never_exceeds_its_bound_and_evicts_the_oldest_write_first() {
     }
     // One shard at this size: exactly the ten newest writes survive.
     for i in 0..90 {
-        assert_eq!(backend.retrieve("c", &i.to_string()).unwrap(), None, "key {i}");
+        assert_eq!(
+            backend.retrieve("c", &i.to_string()).unwrap(),
+            None,
+            "key {i}"
+        );
     }
     for i in 90..100 {
-        assert!(backend.retrieve("c", &i.to_string()).unwrap().is_some(), "key {i}");
+        assert!(
+            backend.retrieve("c", &i.to_string()).unwrap().is_some(),
+            "key {i}"
+        );
     }
 }
 
@@ -44,8 +51,15 @@ fn rewriting_a_key_makes_it_the_newest() {
     }
     backend.store("c", "a", b"again", None).unwrap();
     backend.store("c", "d", b"v", None).unwrap();
-    assert_eq!(backend.retrieve("c", "b").unwrap(), None, "b is now the oldest write");
-    assert_eq!(backend.retrieve("c", "a").unwrap().as_deref(), Some(&b"again"[..]));
+    assert_eq!(
+        backend.retrieve("c", "b").unwrap(),
+        None,
+        "b is now the oldest write"
+    );
+    assert_eq!(
+        backend.retrieve("c", "a").unwrap().as_deref(),
+        Some(&b"again"[..])
+    );
 }
 
 #[test]
@@ -53,11 +67,18 @@ fn a_full_store_drops_expired_entries_before_live_ones() {
     let clock = ManualClock::new(0);
     let backend = VariableBackend::with_clock(Arc::new(clock.clone())).max_entries(3);
     backend.store("c", "forever", b"v", None).unwrap();
-    backend.store("c", "brief-1", b"v", Some(Duration::from_secs(1))).unwrap();
-    backend.store("c", "brief-2", b"v", Some(Duration::from_secs(1))).unwrap();
+    backend
+        .store("c", "brief-1", b"v", Some(Duration::from_secs(1)))
+        .unwrap();
+    backend
+        .store("c", "brief-2", b"v", Some(Duration::from_secs(1)))
+        .unwrap();
     clock.advance(Duration::from_secs(2));
     backend.store("c", "new", b"v", None).unwrap();
-    assert!(backend.retrieve("c", "forever").unwrap().is_some(), "the oldest live entry stays");
+    assert!(
+        backend.retrieve("c", "forever").unwrap().is_some(),
+        "the oldest live entry stays"
+    );
     assert!(backend.retrieve("c", "new").unwrap().is_some());
     assert_eq!(backend.len(), 2);
 }
@@ -66,8 +87,12 @@ fn a_full_store_drops_expired_entries_before_live_ones() {
 fn expired_entries_are_dropped_when_read_and_when_purged() {
     let clock = ManualClock::new(0);
     let backend = VariableBackend::with_clock(Arc::new(clock.clone()));
-    backend.store("c", "read", b"v", Some(Duration::from_secs(1))).unwrap();
-    backend.store("c", "purged", b"v", Some(Duration::from_secs(1))).unwrap();
+    backend
+        .store("c", "read", b"v", Some(Duration::from_secs(1)))
+        .unwrap();
+    backend
+        .store("c", "purged", b"v", Some(Duration::from_secs(1)))
+        .unwrap();
     clock.advance(Duration::from_secs(1));
     assert_eq!(backend.len(), 2);
     assert_eq!(backend.retrieve("c", "read").unwrap(), None);
@@ -80,7 +105,9 @@ fn expired_entries_are_dropped_when_read_and_when_purged() {
 fn churn_on_few_keys_keeps_the_write_log_small() {
     let backend = VariableBackend::new().max_entries(4);
     for i in 0..10_000 {
-        backend.store("c", &(i % 4).to_string(), b"v", None).unwrap();
+        backend
+            .store("c", &(i % 4).to_string(), b"v", None)
+            .unwrap();
     }
     assert_eq!(backend.len(), 4, "rewrites of present keys evict nothing");
 }
