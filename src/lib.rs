@@ -4,7 +4,8 @@
 #[doc(inline)]
 pub use kvcache_core::{
     Backend, BackendConfig, BackendRegistration, BoxError, Builder, Clock, Config, Container,
-    Error, Generator, KvCache, ManualClock, Result, Stats, SystemClock, backend_kinds, init,
+    ContainerOptions, Error, Generator, KvCache, ManualClock, OnBackendError, Result, Stats,
+    SystemClock, backend_kinds, init,
 };
 
 pub use kvcache_core::register_backend;

@@ -36,12 +36,11 @@ fn not_found_names_the_container_and_key() {
 #[test]
 fn container_already_configured_names_it() {
     let cache = mem(&[]).unwrap();
-    let (error, text) = message(cache.create_container("c", "mem", None, None));
+    let (error, text) = message(cache.create_container("c", "mem", Default::default(), None));
     assert!(matches!(error, Error::ContainerAlreadyConfigured { .. }));
     assert_mentions(&text, &["\"c\"", "already configured"]);
-    cache
-        .create_container("d", "mem", Some(Duration::from_secs(5)), None)
-        .unwrap();
+    let options = kvcache::ContainerOptions::default().expire(Duration::from_secs(5));
+    cache.create_container("d", "mem", options, None).unwrap();
     assert_eq!(cache.containers(), ["c", "d"]);
 }
 

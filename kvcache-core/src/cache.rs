@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
-use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -14,6 +13,7 @@ use crate::config::Config;
 use crate::container::{Container, Slot};
 use crate::error::{BoxError, Error, Result};
 use crate::generator::Generator;
+use crate::options::ContainerOptions;
 use crate::registry;
 
 /// The backend kind that containers declared only by a generator are given.
@@ -52,12 +52,20 @@ pub struct KvCache {
 pub struct Builder {
     config: Config,
     clock: Arc<dyn Clock>,
+    backends: BTreeMap<String, Arc<dyn Backend>>,
 }
 
 impl Builder {
     /// The clock every backend reads expiry against (the system clock by default).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Adds a backend built in code under `name`, for containers to name as the configuration's
+    /// own backends are named. It reads its own clock, not the builder's.
+    pub fn backend(mut self, name: impl Into<String>, backend: Arc<dyn Backend>) -> Self {
+        self.backends.insert(name.into(), backend);
         self
     }
 
@@ -71,9 +79,18 @@ impl Builder {
     /// while it is not linked; [`Error::DuplicateRegistration`] for two generators of one name or
     /// two backends of one kind; [`Error::Backend`] when a backend cannot be opened.
     pub fn build(self) -> Result<KvCache> {
-        let Builder { config, clock } = self;
-        let mut backends = BTreeMap::new();
+        let Builder {
+            config,
+            clock,
+            mut backends,
+        } = self;
         for (name, spec) in &config.backends {
+            if backends.contains_key(name) {
+                return Err(Error::config(
+                    format!("backend.{name}"),
+                    "is declared twice: in the configuration and with Builder::backend",
+                ));
+            }
             let (kind, key) = spec
                 .kind
                 .as_ref()
@@ -115,11 +132,19 @@ impl Builder {
                 })?),
                 None => generators.get(name.as_str()),
             };
+            let backend = cache.backends.get(backend_name).ok_or_else(|| {
+                Error::config(
+                    format!("container.{name}.backend"),
+                    format!(
+                        "names the backend {backend_name:?}, which is not declared (declared: {})",
+                        cache.backend_list()
+                    ),
+                )
+            })?;
             cache.insert_slot(Slot::new(
                 name.clone(),
-                backend_name.clone(),
-                Arc::clone(&cache.backends[backend_name]),
-                spec.expire,
+                (backend_name.clone(), Arc::clone(backend)),
+                spec.options,
                 generator.map(|registration| registration.generator()),
             ))?;
         }
@@ -157,6 +182,7 @@ impl KvCache {
         Builder {
             config,
             clock: Arc::new(SystemClock),
+            backends: BTreeMap::new(),
         }
     }
 
@@ -225,7 +251,24 @@ impl KvCache {
         self.set_generator(name, Generator::fallible(f))
     }
 
-    /// Makes a container that the configuration did not declare.
+    /// Makes a container that the configuration did not declare, on the backend declared as
+    /// `backend`.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use kvcache_core::{ContainerOptions, Generator};
+    ///
+    /// // The `variable` kind is linked by the `kvcache` facade.
+    /// let cache = kvcache_core::init([("backend.mem", "variable")])?;
+    /// cache.create_container(
+    ///     "lengths",
+    ///     "mem",
+    ///     ContainerOptions::default().expire(Duration::from_secs(90)),
+    ///     Some(Generator::new(|key: &str| key.len())),
+    /// )?;
+    /// assert_eq!(cache.container::<usize>("lengths")?.get("four")?, 4);
+    /// # Ok::<(), kvcache_core::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -235,7 +278,7 @@ impl KvCache {
         &self,
         name: &str,
         backend: &str,
-        expire: Option<Duration>,
+        options: ContainerOptions,
         generator: Option<Generator>,
     ) -> Result<()> {
         let instance = self.backends.get(backend).ok_or_else(|| {
@@ -243,15 +286,14 @@ impl KvCache {
                 format!("container.{name}.backend"),
                 format!(
                     "names the backend {backend:?}, which is not declared (declared: {})",
-                    self.backends.keys().cloned().collect::<Vec<_>>().join(", ")
+                    self.backend_list()
                 ),
             )
         })?;
         self.insert_slot(Slot::new(
             name.to_owned(),
-            backend.to_owned(),
-            Arc::clone(instance),
-            expire.filter(|d| !d.is_zero()),
+            (backend.to_owned(), Arc::clone(instance)),
+            options,
             generator,
         ))
     }
@@ -310,9 +352,8 @@ impl KvCache {
         );
         self.insert_slot(Slot::new(
             name.to_owned(),
-            IMPLICIT_KIND.to_owned(),
-            backend,
-            None,
+            (IMPLICIT_KIND.to_owned(), backend),
+            ContainerOptions::default(),
             Some(generator),
         ))
     }
@@ -327,6 +368,14 @@ impl KvCache {
         }
         containers.insert(slot.name.clone(), Arc::new(slot));
         Ok(())
+    }
+
+    fn backend_list(&self) -> String {
+        if self.backends.is_empty() {
+            "none".to_owned()
+        } else {
+            self.backends.keys().cloned().collect::<Vec<_>>().join(", ")
+        }
     }
 
     fn slot(&self, name: &str) -> Option<Arc<Slot>> {

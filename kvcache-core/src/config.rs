@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
-use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::interval::parse_interval;
+use crate::options::ContainerOptions;
 
 /// A parsed configuration: the backends and containers it declares.
 ///
@@ -18,6 +18,7 @@ use crate::interval::parse_interval;
 /// container.greeting.backend = disk
 /// container.greeting.expire = 1h 30m      # absent or 0: never
 /// container.greeting.generator = greeting # a generator registered under that name
+/// container.greeting.on_backend_error = generate  # or fail (the default)
 /// ```
 ///
 /// or from TOML of the same shape, where a backend is a table with a `kind`
@@ -49,7 +50,7 @@ impl Eq for BackendSpec {}
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct ContainerSpec {
     pub(crate) backend: Option<String>,
-    pub(crate) expire: Option<Duration>,
+    pub(crate) options: ContainerOptions,
     pub(crate) generator: Option<String>,
 }
 
@@ -60,7 +61,8 @@ impl Config {
     ///
     /// [`Error::InvalidConfig`] naming the key: a key outside `backend.` and `container.`, an
     /// unknown container setting (`container.x.expires`), a malformed interval, a key given
-    /// twice, a backend without a kind, a container without a backend or naming an undeclared one.
+    /// twice, a backend without a kind, a container without a backend. (A container naming an
+    /// undeclared backend is an error when the cache is built.)
     pub fn from_pairs<I, K, V>(pairs: I) -> Result<Config>
     where
         I: IntoIterator<Item = (K, V)>,
@@ -178,12 +180,18 @@ impl Config {
                     "expire" => {
                         let expire =
                             parse_interval(value).map_err(|message| Error::config(key, message))?;
-                        container.expire = Some(expire).filter(|d| !d.is_zero());
+                        container.options = container.options.expire(expire);
+                    }
+                    "on_backend_error" => {
+                        let policy = value
+                            .parse()
+                            .map_err(|message| Error::config(key, message))?;
+                        container.options = container.options.on_backend_error(policy);
                     }
                     _ => {
                         return Err(Error::config(
                             key,
-                            "unknown container setting (expected container.NAME.backend, .expire or .generator)",
+                            "unknown container setting (expected container.NAME.backend, .expire, .generator or .on_backend_error)",
                         ));
                     }
                 }
@@ -208,24 +216,11 @@ impl Config {
             }
         }
         for (name, container) in &self.containers {
-            let key = format!("container.{name}.backend");
-            match &container.backend {
-                None => return Err(Error::config(key, "is required")),
-                Some(backend) if !self.backends.contains_key(backend) => {
-                    let known: Vec<_> = self.backend_names().collect();
-                    return Err(Error::config(
-                        key,
-                        format!(
-                            "names the backend {backend:?}, which is not declared (declared: {})",
-                            if known.is_empty() {
-                                "none".to_owned()
-                            } else {
-                                known.join(", ")
-                            }
-                        ),
-                    ));
-                }
-                Some(_) => {}
+            if container.backend.is_none() {
+                return Err(Error::config(
+                    format!("container.{name}.backend"),
+                    "is required",
+                ));
             }
         }
         Ok(())

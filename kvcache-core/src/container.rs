@@ -12,6 +12,7 @@ use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::flight::{Flights, Role};
 use crate::generator::{Generator, GeneratorFn};
+use crate::options::{ContainerOptions, OnBackendError};
 use crate::stats::{Counters, Event, Stats};
 
 /// The state of one container, shared by the cache and every handle to it.
@@ -20,7 +21,7 @@ pub(crate) struct Slot {
     pub(crate) name: String,
     pub(crate) backend_name: String,
     pub(crate) backend: Arc<dyn Backend>,
-    pub(crate) expire: Option<Duration>,
+    pub(crate) options: ContainerOptions,
     generator: RwLock<Option<Generator>>,
     flights: Flights,
     counters: Counters,
@@ -29,16 +30,15 @@ pub(crate) struct Slot {
 impl Slot {
     pub(crate) fn new(
         name: String,
-        backend_name: String,
-        backend: Arc<dyn Backend>,
-        expire: Option<Duration>,
+        (backend_name, backend): (String, Arc<dyn Backend>),
+        options: ContainerOptions,
         generator: Option<Generator>,
     ) -> Self {
         Slot {
             name,
             backend_name,
             backend,
-            expire,
+            options,
             generator: RwLock::new(generator),
             flights: Flights::default(),
             counters: Counters::default(),
@@ -58,6 +58,14 @@ impl Slot {
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Some(generator);
     }
+}
+
+/// Whether a generated value is stored: not when the backend has just failed and the container
+/// fails open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Store {
+    Yes,
+    No,
 }
 
 /// A named, typed, read-through cache of `V` values on one backend.
@@ -101,7 +109,12 @@ impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
 
     /// How long a stored value lives; `None`: until it is removed or evicted.
     pub fn expire(&self) -> Option<Duration> {
-        self.slot.expire
+        self.slot.options.expire_after()
+    }
+
+    /// What [`get`](Container::get) does when the backend fails.
+    pub fn on_backend_error(&self) -> OnBackendError {
+        self.slot.options.backend_error_policy()
     }
 
     /// The name of the backend the values live in.
@@ -129,9 +142,14 @@ impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
     /// When the generator panics, in the caller that ran it; the callers waiting on that key get
     /// [`Error::Generator`] instead.
     pub fn get(&self, key: &str) -> Result<V> {
-        match self.peek(key)? {
-            Some(value) => Ok(value),
-            None => self.generate(key),
+        let _span = tracing::trace_span!("kvcache.get", container = %self.slot.name, key).entered();
+        match self.peek(key) {
+            Ok(Some(value)) => Ok(value),
+            Ok(None) => self.generate(key, Store::Yes),
+            Err(error) => {
+                self.fail_open(error)?;
+                self.generate(key, Store::No)
+            }
         }
     }
 
@@ -142,7 +160,18 @@ impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
     ///
     /// Those of [`get`](Container::get), for the first key that fails.
     pub fn get_many(&self, keys: &[&str]) -> Result<Vec<V>> {
-        let found = self.backend_call(self.slot.backend.retrieve_many(&self.slot.name, keys))?;
+        let _span = tracing::trace_span!("kvcache.get_many", container = %self.slot.name, keys = keys.len()).entered();
+        let found = match self.backend_call(self.slot.backend.retrieve_many(&self.slot.name, keys))
+        {
+            Ok(found) => found,
+            Err(error) => {
+                self.fail_open(error)?;
+                return keys
+                    .iter()
+                    .map(|key| self.generate(key, Store::No))
+                    .collect();
+            }
+        };
         if found.len() != keys.len() {
             return Err(Error::backend(
                 self.slot.backend_name.clone(),
@@ -158,7 +187,7 @@ impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
             .zip(found)
             .map(|(key, bytes)| match self.decode_counted(bytes) {
                 Some(value) => Ok(value),
-                None => self.generate(key),
+                None => self.generate(key, Store::Yes),
             })
             .collect()
     }
@@ -216,8 +245,24 @@ impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
             })
     }
 
+    /// Under [`OnBackendError::Generate`], reports `error` and lets the caller generate;
+    /// otherwise (or with no generator to call) returns it.
+    fn fail_open(&self, error: Error) -> Result<()> {
+        if self.slot.options.backend_error_policy() != OnBackendError::Generate
+            || self.slot.generator().is_none()
+        {
+            return Err(error);
+        }
+        tracing::warn!(
+            container = %self.slot.name,
+            error = &error as &dyn std::error::Error,
+            "the backend failed; returning the generator's value without storing it"
+        );
+        Ok(())
+    }
+
     /// The miss path: one caller per key runs the generator, the others wait for its outcome.
-    fn generate(&self, key: &str) -> Result<V> {
+    fn generate(&self, key: &str, store: Store) -> Result<V> {
         let generator = self.generator()?.ok_or_else(|| Error::NotFound {
             container: self.slot.name.clone(),
             key: key.to_owned(),
@@ -233,6 +278,7 @@ impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
         match self.slot.flights.join(key, &on_abandon) {
             Role::Waiter(flight) => {
                 self.slot.counters.count(Event::Wait);
+                tracing::debug!(container = %self.slot.name, key, "waiting for another caller's generator");
                 let bytes = flight.wait()?;
                 self.codec.decode(&bytes).ok_or_else(|| Error::Codec {
                     container: self.slot.name.clone(),
@@ -242,7 +288,7 @@ impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
                 })
             }
             Role::Leader(leader) => {
-                let result = self.lead(key, &generator);
+                let result = self.lead(key, &generator, store);
                 leader.land(match &result {
                     Ok((_, bytes)) => Ok(Arc::from(bytes.as_slice())),
                     Err(error) => Err(error.share()),
@@ -252,13 +298,29 @@ impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
         }
     }
 
-    fn lead(&self, key: &str, generator: &GeneratorFn<V>) -> Result<(V, Vec<u8>)> {
-        // Another leader may have stored the value between this caller's look-up and its flight.
-        if let Some(bytes) = self.backend_call(self.slot.backend.retrieve(&self.slot.name, key))?
-            && let Some(value) = self.codec.decode(&bytes)
-        {
-            return Ok((value, bytes));
+    fn lead(
+        &self,
+        key: &str,
+        generator: &GeneratorFn<V>,
+        mut store: Store,
+    ) -> Result<(V, Vec<u8>)> {
+        if store == Store::Yes {
+            // Another leader may have stored the value between this caller's look-up and its flight.
+            match self.backend_call(self.slot.backend.retrieve(&self.slot.name, key)) {
+                Ok(Some(bytes)) => {
+                    if let Some(value) = self.codec.decode(&bytes) {
+                        return Ok((value, bytes));
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    self.fail_open(error)?;
+                    store = Store::No;
+                }
+            }
         }
+        let _span =
+            tracing::debug_span!("kvcache.generate", container = %self.slot.name, key).entered();
         let value = generator(key).map_err(|source| {
             self.slot.counters.count(Event::GeneratorError);
             Error::Generator {
@@ -269,18 +331,34 @@ impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
         })?;
         self.slot.counters.count(Event::Generation);
         let bytes = self.encode(key, &value)?;
-        self.store(key, &bytes)?;
+        if store == Store::Yes
+            && let Err(error) = self.store(key, &bytes)
+        {
+            self.fail_open(error)?;
+        }
         Ok((value, bytes))
     }
 
     fn decode_counted(&self, bytes: Option<Vec<u8>>) -> Option<V> {
-        let value = bytes.and_then(|bytes| self.codec.decode(&bytes));
-        let event = if value.is_some() {
-            Event::Hit
-        } else {
-            Event::Miss
+        let Some(bytes) = bytes else {
+            self.slot.counters.count(Event::Miss);
+            tracing::trace!(container = %self.slot.name, "miss");
+            return None;
         };
-        self.slot.counters.count(event);
+        let value = self.codec.decode(&bytes);
+        if value.is_some() {
+            self.slot.counters.count(Event::Hit);
+            tracing::trace!(container = %self.slot.name, "hit");
+        } else {
+            self.slot.counters.count(Event::Undecodable);
+            self.slot.counters.count(Event::Miss);
+            tracing::debug!(
+                container = %self.slot.name,
+                value_type = Codec::<V>::type_name(),
+                len = bytes.len(),
+                "a stored value does not decode as this container's type: a miss"
+            );
+        }
         value
     }
 
@@ -294,16 +372,23 @@ impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
     }
 
     fn store(&self, key: &str, bytes: &[u8]) -> Result<()> {
-        self.backend_call(
-            self.slot
-                .backend
-                .store(&self.slot.name, key, bytes, self.slot.expire),
-        )
+        tracing::trace!(container = %self.slot.name, key, len = bytes.len(), "store");
+        self.backend_call(self.slot.backend.store(
+            &self.slot.name,
+            key,
+            bytes,
+            self.slot.options.expire_after(),
+        ))
     }
 
     fn backend_call<T>(&self, result: Result<T>) -> Result<T> {
-        if result.is_err() {
+        if let Err(error) = &result {
             self.slot.counters.count(Event::BackendError);
+            tracing::debug!(
+                container = %self.slot.name,
+                error = error as &dyn std::error::Error,
+                "backend error"
+            );
         }
         result
     }
@@ -314,7 +399,7 @@ impl<V> fmt::Debug for Container<V> {
         f.debug_struct("Container")
             .field("name", &self.slot.name)
             .field("backend", &self.slot.backend_name)
-            .field("expire", &self.slot.expire)
+            .field("options", &self.slot.options)
             .field("value_type", &std::any::type_name::<V>())
             .finish()
     }

@@ -46,6 +46,7 @@ mod error;
 mod flight;
 mod generator;
 mod interval;
+mod options;
 mod registry;
 mod stats;
 #[cfg(feature = "testkit")]
@@ -62,6 +63,7 @@ pub use container::Container;
 pub use error::{BoxError, Error, Result};
 pub use generator::Generator;
 pub use interval::parse_interval;
+pub use options::{ContainerOptions, OnBackendError};
 pub use registry::{
     BackendFactory, BackendRegistration, GeneratorRegistration, backend_kind, backend_kinds,
     generators,

@@ -9,8 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 pub struct Stats {
     /// Look-ups that found a value.
     pub hits: u64,
-    /// Look-ups that found nothing usable: absent, expired, or written by another type.
+    /// Look-ups that found nothing usable: absent, expired, or undecodable.
     pub misses: u64,
+    /// Stored values that did not decode as the container's type: written by another type or an
+    /// older format, or corrupt. Each is also a miss, and is regenerated and overwritten.
+    pub undecodable: u64,
     /// Generator calls that returned a value.
     pub generations: u64,
     /// Generator calls that failed or panicked.
@@ -25,6 +28,7 @@ pub struct Stats {
 pub(crate) struct Counters {
     hits: AtomicU64,
     misses: AtomicU64,
+    undecodable: AtomicU64,
     generations: AtomicU64,
     generator_errors: AtomicU64,
     backend_errors: AtomicU64,
@@ -36,6 +40,7 @@ pub(crate) struct Counters {
 pub(crate) enum Event {
     Hit,
     Miss,
+    Undecodable,
     Generation,
     GeneratorError,
     BackendError,
@@ -47,6 +52,7 @@ impl Counters {
         let counter = match event {
             Event::Hit => &self.hits,
             Event::Miss => &self.misses,
+            Event::Undecodable => &self.undecodable,
             Event::Generation => &self.generations,
             Event::GeneratorError => &self.generator_errors,
             Event::BackendError => &self.backend_errors,
@@ -59,6 +65,7 @@ impl Counters {
         Stats {
             hits: self.hits.load(Relaxed),
             misses: self.misses.load(Relaxed),
+            undecodable: self.undecodable.load(Relaxed),
             generations: self.generations.load(Relaxed),
             generator_errors: self.generator_errors.load(Relaxed),
             backend_errors: self.backend_errors.load(Relaxed),

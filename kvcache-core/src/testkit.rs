@@ -18,8 +18,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+
 use crate::backend::Backend;
+use crate::cache::KvCache;
 use crate::clock::ManualClock;
+use crate::config::Config;
+use crate::generator::Generator;
+use crate::options::ContainerOptions;
 
 /// How the suite makes time pass.
 #[derive(Debug, Clone, Copy)]
@@ -343,4 +349,90 @@ fn threads(backend: &dyn Backend, _: Time<'_>) {
         }
     }
     assert!(seen.iter().all(|(k, v)| v.as_deref() == Some(k.as_bytes())));
+}
+
+/// Checks, through a container on `backend`, that corrupt stored values (random bytes, a
+/// truncated value, a value of another type) read as misses, are regenerated and overwritten,
+/// are counted, and never panic.
+pub fn corruption(backend: Arc<dyn Backend>) {
+    let cache = KvCache::builder(Config::default())
+        .backend("under-test", Arc::clone(&backend))
+        .build()
+        .expect("a cache on the backend");
+    let name = unique("corrupt");
+    let generate = |key: &str| format!("generated {key}");
+    cache
+        .create_container(
+            &name,
+            "under-test",
+            ContainerOptions::default(),
+            Some(Generator::new(generate)),
+        )
+        .expect("create_container");
+    let other = unique("corrupt-other-type");
+    cache
+        .create_container(&other, "under-test", ContainerOptions::default(), None)
+        .expect("create_container");
+    let strings = cache.container::<String>(&name).expect("container");
+    let numbers = cache.container::<u64>(&other).expect("container");
+
+    numbers.set("n", &42).expect("set a number");
+    let number_bytes = backend
+        .retrieve(&other, "n")
+        .expect("retrieve")
+        .expect("the number's bytes");
+    strings
+        .set("s", &"a valid string".to_owned())
+        .expect("set a string");
+    let string_bytes = backend
+        .retrieve(&name, "s")
+        .expect("retrieve")
+        .expect("the string's bytes");
+
+    let mut random = 0x2545_f491_4f6c_dd1d_u64;
+    let random_bytes: Vec<u8> = (0..300)
+        .map(|_| {
+            random ^= random << 13;
+            random ^= random >> 7;
+            random ^= random << 17;
+            random.to_le_bytes()[0]
+        })
+        .collect();
+    let cases: [(&str, &[u8]); 6] = [
+        ("random bytes", &random_bytes),
+        ("no bytes", b""),
+        ("a truncated header", &string_bytes[..4]),
+        ("a truncated value", &string_bytes[..string_bytes.len() - 1]),
+        (
+            "a value with bytes over",
+            &[string_bytes.as_slice(), b"!"].concat(),
+        ),
+        ("a value of another type", &number_bytes),
+    ];
+    for (index, (what, bytes)) in cases.iter().enumerate() {
+        let key = format!("key {index}");
+        backend
+            .store(&name, &key, bytes, None)
+            .expect("store corrupt bytes");
+        assert_eq!(strings.peek(&key).expect("peek"), None, "{what} is a miss");
+        assert_eq!(
+            strings.get(&key).expect("get"),
+            generate(&key),
+            "{what} is regenerated"
+        );
+        assert_eq!(
+            strings.peek(&key).expect("peek").as_deref(),
+            Some(generate(&key).as_str()),
+            "{what} is overwritten"
+        );
+    }
+    let stats = strings.stats();
+    assert_eq!(
+        stats.undecodable,
+        2 * cases.len() as u64,
+        "each corrupt value is counted (peek and get)"
+    );
+    assert_eq!(stats.generations, cases.len() as u64);
+    strings.clear().expect("clear");
+    numbers.clear().expect("clear");
 }

@@ -14,6 +14,11 @@ fn passes_the_conformance_suite() {
 }
 
 #[test]
+fn corrupt_values_are_misses_that_get_regenerated() {
+    testkit::corruption(Arc::new(VariableBackend::new()));
+}
+
+#[test]
 fn passes_the_conformance_suite_when_bounded() {
     let clock = ManualClock::new(1_700_000_000_000);
     let backend = VariableBackend::with_clock(Arc::new(clock.clone())).max_entries(100_000);
