@@ -4,6 +4,9 @@ use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
 use crate::error::BoxError;
 
 /// A typed generator, as a container calls it.
@@ -25,7 +28,7 @@ impl Generator {
     /// A generator that always succeeds.
     pub fn new<V, F>(f: F) -> Self
     where
-        V: 'static,
+        V: Serialize + DeserializeOwned + 'static,
         F: Fn(&str) -> V + Send + Sync + 'static,
     {
         Self::erase::<V>(Arc::new(move |key: &str| Ok(f(key))))
@@ -35,7 +38,7 @@ impl Generator {
     /// [`Error::Generator`](crate::Error::Generator), and nothing is stored.
     pub fn fallible<V, E, F>(f: F) -> Self
     where
-        V: 'static,
+        V: Serialize + DeserializeOwned + 'static,
         E: Into<BoxError>,
         F: Fn(&str) -> Result<V, E> + Send + Sync + 'static,
     {

@@ -1,0 +1,6 @@
+#[kvcache::generator("trimmed")]
+fn trimmed(key: &str) -> &str {
+    key.trim()
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[kvcache::generator("length")]
+extern "C" fn length(key: &str) -> usize {
+    key.len()
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[kvcache::generator("greeting")]
+fn greeting(name: &str) -> ! {
+    panic!("no greeting for {name}")
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[kvcache::generator("greeting")]
+fn greeting() -> String {
+    "Hello!".to_owned()
+}
+
+fn main() {}

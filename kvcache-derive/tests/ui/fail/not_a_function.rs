@@ -1,0 +1,4 @@
+#[kvcache::generator("greeting")]
+struct Greeting(String);
+
+fn main() {}

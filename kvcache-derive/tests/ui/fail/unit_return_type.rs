@@ -1,0 +1,6 @@
+#[kvcache::generator("greeting")]
+fn greeting(name: &str) -> () {
+    println!("Hello {name}!");
+}
+
+fn main() {}

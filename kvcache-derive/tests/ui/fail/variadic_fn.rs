@@ -1,0 +1,6 @@
+#[kvcache::generator("length")]
+fn length(key: &str, _: ...) -> usize {
+    key.len()
+}
+
+fn main() {}
