@@ -1,1 +1,121 @@
-//! The redis backend of kvcache (in progress).
+//! The Redis backend of kvcache: `backend.NAME = redis`.
+//!
+//! The instances of a service share one cache in a Redis server (4.0 or later, or Valkey):
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use kvcache_core::Backend;
+//! use kvcache_redis::RedisConfig;
+//!
+//! let redis = RedisConfig::new("redis://127.0.0.1:6379").prefix("myapp").open()?;
+//! redis.store("greeting", "Peter", b"Hello Peter!", Some(Duration::from_secs(60)))?;
+//! assert_eq!(redis.retrieve("greeting", "Peter")?.as_deref(), Some(&b"Hello Peter!"[..]));
+//! # Ok::<(), kvcache_core::Error>(())
+//! ```
+//!
+//! In a configuration:
+//!
+//! ```text
+//! backend.shared = redis
+//! backend.shared.url = redis://:PASSWORD@cache.internal:6379/0
+//! container.greeting.backend = shared
+//! container.greeting.expire = 10 min
+//! ```
+//!
+//! | option | meaning | default |
+//! |---|---|---|
+//! | `url` | `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]` or `redis+unix:///PATH[?db=DB&user=USER&pass=PASSWORD]` | `redis://127.0.0.1:6379` |
+//! | `prefix` | the first part of every key; not empty, no `{` or `}` | `kvcache` |
+//! | `pool_size` | the most connections open at once | 8 |
+//! | `connect_timeout` | the longest a connect (with `AUTH`) may take, per address the host resolves to | 5 s |
+//! | `command_timeout` | the longest a command may take to be sent and answered | 5 s |
+//!
+//! `rediss://` (TLS) is a configuration error that says so: the crate is built without a TLS
+//! stack, which would pull a large dependency tree into every build. Reach a TLS-only server
+//! through a local TLS tunnel with `redis://`, or through a Unix socket.
+//!
+//! # Keys
+//!
+//! The entry (container, key) is the Redis key `PREFIX:{LEN:CONTAINER}:KEY`, where `LEN` is the
+//! container name's length in bytes (`kvcache:{8:greeting}:Peter`). The length says where the
+//! container ends, so names holding `:` never collide: (`a:b`, `c`) is `kvcache:{3:a:b}:c` and
+//! (`a`, `b:c`) is `kvcache:{1:a}:b:c`. Keys are binary-safe and compared exactly.
+//!
+//! # Expiry
+//!
+//! A value and its expiry are written by one command, `SET KEY VALUE PX MILLISECONDS`: the ttl
+//! is kept to the millisecond (rounded up, so an entry never expires early), a zero ttl deletes
+//! the entry, and a store without ttl removes an earlier one. Expiry runs on Redis's clock, not
+//! on the [`Clock`](kvcache_core::Clock) a cache is built with, so instances whose clocks
+//! disagree still agree on what has expired. [`purge_expired`](kvcache_core::Backend::purge_expired)
+//! does nothing: deleting expired keys is Redis's own job (when they are read, and in its
+//! background expiry cycle).
+//!
+//! # Batches
+//!
+//! `retrieve_many` is one `MGET`; `store_many` is one pipeline of `SET`s.
+//!
+//! # Clearing a container: `SCAN` + `UNLINK`
+//!
+//! `clear(container)` walks the keyspace with `SCAN CURSOR MATCH PREFIX:{LEN:CONTAINER}:* COUNT
+//! 1000` and deletes what each step finds with one `UNLINK` (which frees the memory off the
+//! server's main thread). It never runs `KEYS`, and never blocks the server for longer than
+//! one step. An O(1) generation counter per container (an `INCR` on clear, the generation in
+//! every key) was rejected: every read and write would first read the counter (a second round
+//! trip, or a script touching keys it does not declare, which Redis Cluster forbids); the
+//! entries of old generations would stay in memory until they expire, which for a container
+//! without expiry is never; and the counter is state that must survive, while a Redis without
+//! persistence, an eviction under `maxmemory` or a failover that loses the last `INCR` would
+//! reset it and bring cleared entries back. The price of `SCAN`: a clear takes time in
+//! proportion to the keys on the server (`MATCH` filters after the walk), and it is not atomic:
+//! a value stored while it runs may survive it, as if stored just after. Both suit a cache,
+//! where `clear` is rare.
+//!
+//! # Redis Cluster
+//!
+//! The braces in the layout are a hash tag: Redis Cluster computes a key's slot from
+//! `LEN:CONTAINER` only, so every key of one container is in one slot. What holds, then: each
+//! command sent (`GET`, `SET ... PX`, `UNLINK`, a batch's `MGET`, a clear step's `UNLINK`)
+//! names keys of one slot only, as Cluster requires, and a container's clear needs to `SCAN`
+//! only the node that owns its slot. The price: a container's keys all live on one node; split
+//! a very large container into several to spread it. What does not hold: this crate talks to
+//! one server and does not follow `MOVED` redirections (`redis`'s `cluster` feature is not
+//! built in); pointed at a cluster node, keys of other nodes' slots are errors.
+//!
+//! # Faults
+//!
+//! - A server that cannot be reached when the backend is built is an error naming its host and
+//!   port (or socket), within `connect_timeout`. No error, `Debug` output or log line holds the
+//!   URL's password.
+//! - No state but the values lives in Redis: a server without persistence that restarts is an
+//!   empty cache, and every value is regenerated. Calls made while it is down fail with an
+//!   error, bounded by the timeouts; the first call after it is back reconnects and succeeds.
+//! - A key holding something kvcache did not write (a hash, a list) reads as a miss, and the
+//!   next store replaces it; a string kvcache did not write reads as a miss in the container.
+
+mod backend;
+mod config;
+mod key;
+mod pool;
+
+pub use backend::RedisBackend;
+pub use config::RedisConfig;
+
+use std::sync::Arc;
+
+use kvcache_core::{Backend, BackendConfig, BackendRegistration, Result};
+
+/// The kind's name in configurations.
+pub const KIND: &str = "redis";
+
+fn open(config: &BackendConfig) -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(RedisConfig::from_backend_config(config)?.open()?))
+}
+
+kvcache_core::register_backend!(BackendRegistration::new(KIND, open).options(&[
+    "url",
+    "prefix",
+    "pool_size",
+    "connect_timeout",
+    "command_timeout",
+]));

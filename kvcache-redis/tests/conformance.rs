@@ -1,0 +1,361 @@
+//! The Redis backend on the real Redis of `KVCACHE_TEST_REDIS_URL`: the shared conformance
+//! suite, the key layout, expiry, and keys kvcache did not write.
+
+mod common;
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Cleanup, open, raw, redis_url};
+use kvcache_core::{Backend, KvCache, ManualClock, testkit};
+
+/// A backend under a unique prefix on the Redis under test, and the cleanup of that prefix.
+fn setup(label: &str) -> Option<(String, String, Cleanup)> {
+    let url = redis_url()?;
+    let prefix = testkit::unique(label);
+    let cleanup = Cleanup {
+        url: url.clone(),
+        prefix: prefix.clone(),
+    };
+    Some((url, prefix, cleanup))
+}
+
+/// The Redis key of (container, key), as the crate docs state it.
+fn documented_key(prefix: &str, container: &str, key: &str) -> String {
+    format!("{prefix}:{{{}:{container}}}:{key}", container.len())
+}
+
+#[test]
+fn passes_the_conformance_suite() {
+    let Some((url, prefix, _cleanup)) = setup("conformance") else {
+        return;
+    };
+    testkit::run(&open(&url, &prefix), testkit::Time::Real);
+}
+
+#[test]
+fn keys_follow_the_documented_layout() {
+    let Some((url, prefix, _cleanup)) = setup("layout") else {
+        return;
+    };
+    let backend = open(&url, &prefix);
+    backend
+        .store("greeting", "Peter", b"Hello Peter!", None)
+        .unwrap();
+    let stored: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(documented_key(&prefix, "greeting", "Peter"))
+        .query(&mut raw(&url))
+        .unwrap();
+    assert_eq!(stored.as_deref(), Some(&b"Hello Peter!"[..]));
+}
+
+#[test]
+fn names_with_colons_braces_and_digits_never_collide() {
+    let Some((url, prefix, _cleanup)) = setup("collide") else {
+        return;
+    };
+    let backend = open(&url, &prefix);
+    // Pairs that a plain `container:key` join, or a hash tag cut at the first `}`, would confuse.
+    let pairs = [
+        ("a:b", "c"),
+        ("a", "b:c"),
+        ("a:b:c", ""),
+        ("", "a:b:c"),
+        ("1:a", "b"),
+        ("1", "a}:b"),
+        ("a}", "b"),
+        ("a", "}:b"),
+        ("{3:a:b}", "c"),
+        ("2:a}:{1", "b}"),
+    ];
+    for (i, (container, key)) in pairs.iter().enumerate() {
+        backend
+            .store(container, key, format!("value {i}").as_bytes(), None)
+            .unwrap();
+    }
+    for (i, (container, key)) in pairs.iter().enumerate() {
+        assert_eq!(
+            backend.retrieve(container, key).unwrap(),
+            Some(format!("value {i}").into_bytes()),
+            "({container:?}, {key:?})"
+        );
+    }
+    backend.clear("a").unwrap();
+    assert_eq!(backend.retrieve("a", "b:c").unwrap(), None);
+    assert_eq!(backend.retrieve("a", "}:b").unwrap(), None);
+    for (i, (container, key)) in pairs.iter().enumerate().filter(|(_, (c, _))| *c != "a") {
+        assert_eq!(
+            backend.retrieve(container, key).unwrap(),
+            Some(format!("value {i}").into_bytes()),
+            "({container:?}, {key:?}) after clearing \"a\""
+        );
+    }
+}
+
+#[test]
+fn clear_treats_glob_characters_in_names_literally() {
+    let Some((url, prefix, _cleanup)) = setup("glob") else {
+        return;
+    };
+    let backend = open(&url, &prefix);
+    let containers = ["*", "a*", "?", "[a]", "a", "\\", "\\*", "b"];
+    for container in containers {
+        backend
+            .store(container, "k", container.as_bytes(), None)
+            .unwrap();
+    }
+    for cleared in containers {
+        backend.clear(cleared).unwrap();
+        let still: Vec<&str> = containers
+            .iter()
+            .copied()
+            .filter(|c| backend.retrieve(c, "k").unwrap().is_some())
+            .collect();
+        let expected: Vec<&str> = containers
+            .iter()
+            .copied()
+            .skip_while(|c| *c != cleared)
+            .skip(1)
+            .collect();
+        assert_eq!(still, expected, "after clearing {cleared:?}");
+    }
+}
+
+#[test]
+fn clear_deletes_more_keys_than_one_scan_step_finds() {
+    let Some((url, prefix, _cleanup)) = setup("bigclear") else {
+        return;
+    };
+    let backend = open(&url, &prefix);
+    let keys: Vec<String> = (0..5000).map(|i| i.to_string()).collect();
+    let entries: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
+    backend.store_many("big", &entries, None).unwrap();
+    backend.store("kept", "k", b"v", None).unwrap();
+    backend.clear("big").unwrap();
+    let asked: Vec<&str> = keys.iter().map(String::as_str).collect();
+    assert!(
+        backend
+            .retrieve_many("big", &asked)
+            .unwrap()
+            .iter()
+            .all(Option::is_none)
+    );
+    assert!(backend.retrieve("kept", "k").unwrap().is_some());
+}
+
+#[test]
+fn a_ttl_is_sent_to_the_millisecond_with_the_value() {
+    let Some((url, prefix, _cleanup)) = setup("pttl") else {
+        return;
+    };
+    let backend = open(&url, &prefix);
+    let mut conn = raw(&url);
+    let pttl = |conn: &mut redis::Connection, key: &str| -> i64 {
+        redis::cmd("PTTL")
+            .arg(documented_key(&prefix, "c", key))
+            .query(conn)
+            .unwrap()
+    };
+    // 86 400 123.4 ms: kept to the millisecond, rounded up.
+    let start = Instant::now();
+    backend
+        .store("c", "k", b"v", Some(Duration::from_micros(86_400_123_400)))
+        .unwrap();
+    let left = pttl(&mut conn, "k");
+    let elapsed = i64::try_from(start.elapsed().as_millis()).unwrap();
+    assert!(
+        (86_400_124 - elapsed - 1..=86_400_124).contains(&left),
+        "PTTL {left} ms, {elapsed} ms after a store with 86 400 123.4 ms"
+    );
+    backend.store("c", "k", b"v", None).unwrap();
+    assert_eq!(
+        pttl(&mut conn, "k"),
+        -1,
+        "a store without ttl removes the earlier ttl"
+    );
+    backend.store("c", "k", b"v", Some(Duration::ZERO)).unwrap();
+    assert_eq!(
+        backend.retrieve("c", "k").unwrap(),
+        None,
+        "a zero ttl is expired at once"
+    );
+    backend.store("c", "k", b"v", Some(Duration::MAX)).unwrap();
+    assert!(
+        pttl(&mut conn, "k") > 1 << 60,
+        "an endless ttl is accepted by Redis"
+    );
+    let keys: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+    let entries: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
+    let start = Instant::now();
+    backend
+        .store_many("c", &entries, Some(Duration::from_millis(60_000)))
+        .unwrap();
+    for key in &keys {
+        let left = pttl(&mut conn, key);
+        let elapsed = i64::try_from(start.elapsed().as_millis()).unwrap();
+        assert!(
+            (60_000 - elapsed - 1..=60_000).contains(&left),
+            "batch key {key}: PTTL {left}"
+        );
+    }
+}
+
+#[test]
+fn entries_expire_on_redis_clock_to_the_millisecond() {
+    let Some((url, prefix, _cleanup)) = setup("expiry") else {
+        return;
+    };
+    let backend = open(&url, &prefix);
+    let ttl = Duration::from_millis(300);
+    let before = Instant::now();
+    backend.store("c", "k", b"v", Some(ttl)).unwrap();
+    let after = Instant::now();
+    // Redis's clock counts whole milliseconds: allow it one either way.
+    let (alive_until, dead_from) = (
+        before + ttl - Duration::from_millis(1),
+        after + ttl + Duration::from_millis(1),
+    );
+    loop {
+        let asked = Instant::now();
+        let found = backend.retrieve("c", "k").unwrap();
+        let answered = Instant::now();
+        if answered < alive_until {
+            assert!(
+                found.is_some(),
+                "gone {:?} after the store began",
+                answered - before
+            );
+        }
+        if asked >= dead_from {
+            assert_eq!(
+                found,
+                None,
+                "still there {:?} after the store ended",
+                asked - after
+            );
+            break;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn the_cache_clock_does_not_move_redis_expiry() {
+    let Some((url, prefix, _cleanup)) = setup("clock") else {
+        return;
+    };
+    let clock = ManualClock::new(0);
+    let config = kvcache_core::Config::from_pairs([
+        ("backend.shared", "redis"),
+        ("backend.shared.url", url.as_str()),
+        ("backend.shared.prefix", prefix.as_str()),
+        ("container.c.backend", "shared"),
+        ("container.c.expire", "300 ms"),
+    ])
+    .unwrap();
+    let cache = KvCache::builder(config)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    cache
+        .register_generator("c", |key: &str| key.to_uppercase())
+        .unwrap();
+    let c = cache.container::<String>("c").unwrap();
+    assert_eq!(c.get("k").unwrap(), "K");
+    clock.advance(Duration::from_secs(10 * 365 * 86_400));
+    assert_eq!(
+        c.peek("k").unwrap().as_deref(),
+        Some("K"),
+        "ten years on kvcache's clock"
+    );
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(c.peek("k").unwrap(), None, "500 ms on Redis's clock");
+    assert_eq!(c.get("k").unwrap(), "K");
+    assert_eq!(c.stats().generations, 2);
+}
+
+#[test]
+fn a_key_of_another_type_is_a_miss_and_is_replaced() {
+    let Some((url, prefix, _cleanup)) = setup("foreign-type") else {
+        return;
+    };
+    let backend = open(&url, &prefix);
+    let mut conn = raw(&url);
+    let key = documented_key(&prefix, "c", "k");
+    redis::cmd("HSET")
+        .arg(&key)
+        .arg("field")
+        .arg("value")
+        .query::<()>(&mut conn)
+        .unwrap();
+    assert_eq!(backend.retrieve("c", "k").unwrap(), None);
+    assert_eq!(
+        backend.retrieve_many("c", &["k", "k"]).unwrap(),
+        vec![None, None]
+    );
+    backend.store("c", "k", b"mine", None).unwrap();
+    assert_eq!(
+        backend.retrieve("c", "k").unwrap().as_deref(),
+        Some(&b"mine"[..])
+    );
+    redis::cmd("DEL").arg(&key).query::<()>(&mut conn).unwrap();
+    redis::cmd("RPUSH")
+        .arg(&key)
+        .arg("item")
+        .query::<()>(&mut conn)
+        .unwrap();
+    backend
+        .store_many("c", &[("k", &b"batch"[..])], Some(Duration::from_secs(60)))
+        .unwrap();
+    assert_eq!(
+        backend.retrieve("c", "k").unwrap().as_deref(),
+        Some(&b"batch"[..])
+    );
+}
+
+#[test]
+fn a_container_regenerates_values_kvcache_did_not_write() {
+    let Some((url, prefix, _cleanup)) = setup("foreign-value") else {
+        return;
+    };
+    let cache = kvcache_core::init([
+        ("backend.shared", "redis"),
+        ("backend.shared.url", url.as_str()),
+        ("backend.shared.prefix", prefix.as_str()),
+        ("container.greeting.backend", "shared"),
+    ])
+    .unwrap();
+    cache
+        .register_generator("greeting", |name: &str| format!("Hello {name}!"))
+        .unwrap();
+    let greeting = cache.container::<String>("greeting").unwrap();
+    let mut conn = raw(&url);
+    let hash = documented_key(&prefix, "greeting", "Hash");
+    let bytes = documented_key(&prefix, "greeting", "Bytes");
+    redis::cmd("HSET")
+        .arg(&hash)
+        .arg("f")
+        .arg("v")
+        .query::<()>(&mut conn)
+        .unwrap();
+    redis::cmd("SET")
+        .arg(&bytes)
+        .arg("Hello from elsewhere")
+        .query::<()>(&mut conn)
+        .unwrap();
+    assert_eq!(greeting.get("Hash").unwrap(), "Hello Hash!");
+    assert_eq!(greeting.get("Bytes").unwrap(), "Hello Bytes!");
+    assert_eq!(greeting.get("Hash").unwrap(), "Hello Hash!");
+    assert_eq!(
+        greeting.get_many(&["Bytes", "Hash"]).unwrap(),
+        ["Hello Bytes!", "Hello Hash!"]
+    );
+    assert_eq!(
+        greeting.stats().generations,
+        2,
+        "each foreign value regenerated once, then hits"
+    );
+    let kind: String = redis::cmd("TYPE").arg(&hash).query(&mut conn).unwrap();
+    assert_eq!(kind, "string", "the hash was replaced by kvcache's value");
+}
