@@ -1,0 +1,259 @@
+//! The in-memory backend against its peers, in one run: `moka::sync::Cache` and a plain
+//! `RwLock<HashMap>`, on a 32-byte `String` and a 1 KiB struct.
+//!
+//! `cargo bench --bench variable`
+
+// criterion_group! makes an undocumented public function.
+#![allow(missing_docs)]
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, RwLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use kvcache::{Container, KvCache};
+use serde::{Deserialize, Serialize};
+
+/// A 1 KiB value with some structure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Kib {
+    id: u64,
+    name: String,
+    samples: Vec<u32>,
+}
+
+fn kib(id: u64) -> Kib {
+    Kib {
+        id,
+        name: format!("record {id:>20}"),
+        samples: (0..249).collect(),
+    }
+}
+
+fn string32(key: &str) -> String {
+    format!("{key:-<32}")[..32].to_owned()
+}
+
+const KEYS: usize = 1_000;
+
+fn keys() -> Vec<String> {
+    (0..KEYS).map(|i| format!("key-{i}")).collect()
+}
+
+fn cache() -> KvCache {
+    kvcache::init([
+        ("backend.mem", "variable"),
+        ("container.strings.backend", "mem"),
+        ("container.structs.backend", "mem"),
+    ])
+    .unwrap()
+}
+
+fn container<V: Serialize + serde::de::DeserializeOwned + 'static>(
+    cache: &KvCache,
+    name: &str,
+) -> Container<V> {
+    cache.container(name).unwrap()
+}
+
+fn hits(c: &mut Criterion) {
+    let keys = keys();
+    let mut group = c.benchmark_group("variable/hit");
+    group.throughput(criterion::Throughput::Elements(1));
+
+    let cache = cache();
+    let strings = container::<String>(&cache, "strings");
+    let structs = container::<Kib>(&cache, "structs");
+    let moka_strings = moka::sync::Cache::new(10_000);
+    let moka_structs = moka::sync::Cache::new(10_000);
+    let map_strings = RwLock::new(HashMap::new());
+    let map_structs = RwLock::new(HashMap::new());
+    for (i, key) in keys.iter().enumerate() {
+        strings.set(key, &string32(key)).unwrap();
+        structs.set(key, &kib(i as u64)).unwrap();
+        moka_strings.insert(key.clone(), string32(key));
+        moka_structs.insert(key.clone(), kib(i as u64));
+        map_strings
+            .write()
+            .unwrap()
+            .insert(key.clone(), string32(key));
+        map_structs
+            .write()
+            .unwrap()
+            .insert(key.clone(), kib(i as u64));
+    }
+    moka_strings.run_pending_tasks();
+    moka_structs.run_pending_tasks();
+
+    let mut i = 0;
+    let mut next = || {
+        i = (i + 1) % KEYS;
+        keys[i].as_str()
+    };
+    group.bench_function(BenchmarkId::new("kvcache", "string32"), |b| {
+        b.iter(|| strings.get(black_box(next())).unwrap())
+    });
+    group.bench_function(BenchmarkId::new("moka", "string32"), |b| {
+        b.iter(|| moka_strings.get(black_box(next())).unwrap())
+    });
+    group.bench_function(BenchmarkId::new("rwlock-hashmap", "string32"), |b| {
+        b.iter(|| {
+            map_strings
+                .read()
+                .unwrap()
+                .get(black_box(next()))
+                .cloned()
+                .unwrap()
+        })
+    });
+    group.bench_function(BenchmarkId::new("kvcache", "struct1k"), |b| {
+        b.iter(|| structs.get(black_box(next())).unwrap())
+    });
+    group.bench_function(BenchmarkId::new("moka", "struct1k"), |b| {
+        b.iter(|| moka_structs.get(black_box(next())).unwrap())
+    });
+    group.bench_function(BenchmarkId::new("rwlock-hashmap", "struct1k"), |b| {
+        b.iter(|| {
+            map_structs
+                .read()
+                .unwrap()
+                .get(black_box(next()))
+                .cloned()
+                .unwrap()
+        })
+    });
+    group.finish();
+}
+
+fn sets(c: &mut Criterion) {
+    let keys = keys();
+    let mut group = c.benchmark_group("variable/set");
+    let cache = cache();
+    let strings = container::<String>(&cache, "strings");
+    let moka_strings = moka::sync::Cache::new(10_000);
+    let map_strings = RwLock::new(HashMap::new());
+    let mut i = 0;
+    let mut next = || {
+        i = (i + 1) % KEYS;
+        keys[i].as_str()
+    };
+    group.bench_function(BenchmarkId::new("kvcache", "string32"), |b| {
+        b.iter(|| {
+            let key = next();
+            strings.set(key, &string32(key)).unwrap()
+        })
+    });
+    group.bench_function(BenchmarkId::new("moka", "string32"), |b| {
+        b.iter(|| {
+            let key = next();
+            moka_strings.insert(key.to_owned(), string32(key))
+        })
+    });
+    group.bench_function(BenchmarkId::new("rwlock-hashmap", "string32"), |b| {
+        b.iter(|| {
+            let key = next();
+            map_strings
+                .write()
+                .unwrap()
+                .insert(key.to_owned(), string32(key))
+        })
+    });
+    group.finish();
+}
+
+/// A miss: the generator runs and its value is stored. Each iteration removes the key first.
+fn misses(c: &mut Criterion) {
+    let mut group = c.benchmark_group("variable/miss");
+    let cache = cache();
+    cache.register_generator("strings", string32).unwrap();
+    let strings = container::<String>(&cache, "strings");
+    let moka_strings: moka::sync::Cache<String, String> = moka::sync::Cache::new(10_000);
+    group.bench_function(BenchmarkId::new("kvcache", "string32"), |b| {
+        b.iter(|| {
+            strings.remove("k").unwrap();
+            strings.get(black_box("k")).unwrap()
+        })
+    });
+    group.bench_function(BenchmarkId::new("moka-get_with", "string32"), |b| {
+        b.iter(|| {
+            moka_strings.invalidate("k");
+            moka_strings.get_with("k".to_owned(), || string32("k"))
+        })
+    });
+    group.finish();
+}
+
+/// Two threads hitting one hot key: the time for both to finish `iters` hits each.
+fn contention(c: &mut Criterion) {
+    let mut group = c.benchmark_group("variable/contention");
+    let cache = cache();
+    let strings = container::<String>(&cache, "strings");
+    strings.set("hot", &string32("hot")).unwrap();
+    let moka_strings = moka::sync::Cache::new(10_000);
+    moka_strings.insert("hot".to_owned(), string32("hot"));
+    group.bench_function("kvcache/2-threads-one-key", |b| {
+        b.iter_custom(|iters| two_threads(iters, || drop(black_box(strings.get("hot").unwrap()))))
+    });
+    group.bench_function("moka/2-threads-one-key", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, || drop(black_box(moka_strings.get("hot").unwrap())))
+        })
+    });
+    group.finish();
+
+    // 64 threads missing one key: the generator runs exactly once per round.
+    let mut group = c.benchmark_group("variable/stampede");
+    group.sample_size(20);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    cache
+        .register_generator("structs", move |key: &str| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            thread::sleep(Duration::from_micros(100));
+            kib(key.len() as u64)
+        })
+        .unwrap();
+    let structs = container::<Kib>(&cache, "structs");
+    let mut rounds = 0;
+    group.bench_function("kvcache/64-threads-one-missing-key", |b| {
+        b.iter(|| {
+            structs.remove("cold").unwrap();
+            rounds += 1;
+            let barrier = Barrier::new(64);
+            thread::scope(|s| {
+                for _ in 0..64 {
+                    s.spawn(|| {
+                        barrier.wait();
+                        black_box(structs.get("cold").unwrap());
+                    });
+                }
+            });
+        })
+    });
+    group.finish();
+    let (calls, rounds) = (calls.load(Ordering::SeqCst), rounds);
+    println!("stampede: {calls} generator calls in {rounds} rounds of 64 threads");
+    assert_eq!(calls, rounds, "the generator ran more than once in a round");
+}
+
+fn two_threads(iters: u64, f: impl Fn() + Sync) -> Duration {
+    let barrier = Barrier::new(2);
+    let start = Instant::now();
+    thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                barrier.wait();
+                for _ in 0..iters {
+                    f();
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+criterion_group!(benches, hits, sets, misses, contention);
+criterion_main!(benches);
