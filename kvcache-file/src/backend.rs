@@ -1,0 +1,350 @@
+//! The backend: each operation is one cached statement on a pooled connection.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kvcache_core::{Backend, Clock, Error, Result, expires_at};
+use rusqlite::{OptionalExtension, ToSql, TransactionBehavior, params};
+
+use crate::builder::FileBackendBuilder;
+use crate::explain::explain;
+use crate::pool::{Pool, Pooled};
+
+/// The most keys one batch look-up binds; batches are padded to a power of two up to this, so a
+/// connection caches at most nine batch statements.
+const BATCH: usize = 256;
+/// Characters of a key shown in an error message: keys may be long.
+const KEY_SHOWN: usize = 64;
+
+/// An SQLite file holding the entries of every container that names it, shared by threads and
+/// by processes.
+///
+/// Open it with [`FileBackend::open`], or [`FileBackend::builder`] for options. The file is in
+/// WAL mode: reads run beside each other and beside a writer, and writers wait for each other up
+/// to the busy timeout. Each thread works on a connection of its own from a small pool, with
+/// its statements prepared once.
+pub struct FileBackend {
+    name: String,
+    path: PathBuf,
+    table: String,
+    clock: Arc<dyn Clock>,
+    pool: Pool,
+    sql: Sql,
+}
+
+/// The backend's statements, written for its table.
+struct Sql {
+    select: String,
+    upsert: String,
+    delete: String,
+    delete_expired: String,
+    clear: String,
+    purge: String,
+    /// `select_many[i]` looks up `2^i` keys.
+    select_many: Vec<String>,
+}
+
+impl Sql {
+    fn new(table: &str) -> Self {
+        // Whether a row is live at the time bound to parameter `now`.
+        let live = |now: &str| format!("expires_at IS NULL OR expires_at > {now}");
+        let select_many = (0..=BATCH.ilog2())
+            .map(|power| {
+                let slots: Vec<String> = (0..1_usize << power)
+                    .map(|i| format!("?{}", i + 3))
+                    .collect();
+                format!(
+                    "SELECT key, iif({}, value, NULL) FROM \"{table}\"
+                     WHERE container = ?1 AND key IN ({})",
+                    live("?2"),
+                    slots.join(", ")
+                )
+            })
+            .collect();
+        Sql {
+            select: format!(
+                "SELECT iif({}, value, NULL) FROM \"{table}\" WHERE container = ?1 AND key = ?2",
+                live("?3")
+            ),
+            upsert: format!(
+                "INSERT INTO \"{table}\" (container, key, value, expires_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (container, key)
+                 DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at"
+            ),
+            delete: format!("DELETE FROM \"{table}\" WHERE container = ?1 AND key = ?2"),
+            delete_expired: format!(
+                "DELETE FROM \"{table}\" WHERE container = ?1 AND key = ?2 AND expires_at <= ?3"
+            ),
+            clear: format!("DELETE FROM \"{table}\" WHERE container = ?1"),
+            purge: format!("DELETE FROM \"{table}\" WHERE expires_at <= ?1"),
+            select_many,
+        }
+    }
+}
+
+impl FileBackend {
+    /// Opens (or creates) the cache file at `path` with the default options.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`FileBackendBuilder::open`].
+    pub fn open(path: impl Into<PathBuf>) -> Result<FileBackend> {
+        Self::builder(path).open()
+    }
+
+    /// A builder for the cache file at `path`, to set options before opening it.
+    pub fn builder(path: impl Into<PathBuf>) -> FileBackendBuilder {
+        FileBackendBuilder::new(path.into())
+    }
+
+    pub(crate) fn new(
+        name: String,
+        path: PathBuf,
+        table: String,
+        clock: Arc<dyn Clock>,
+        pool: Pool,
+    ) -> Self {
+        let sql = Sql::new(&table);
+        FileBackend {
+            name,
+            path,
+            table,
+            clock,
+            pool,
+            sql,
+        }
+    }
+
+    /// The file's absolute path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The table holding the entries.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The time, in Unix milliseconds, as SQLite stores it.
+    fn now(&self) -> i64 {
+        millis(self.clock.now_millis())
+    }
+
+    fn expiry(&self, ttl: Option<Duration>) -> Option<i64> {
+        ttl.map(|ttl| millis(expires_at(self.clock.now_millis(), ttl)))
+    }
+
+    fn connection(&self) -> Result<Pooled<'_>> {
+        self.pool
+            .get()
+            .map_err(|error| self.error("opening another connection".to_owned(), error))
+    }
+
+    /// An error of this backend: `doing`, in its table and file, failed with `source`.
+    fn error(&self, doing: String, error: rusqlite::Error) -> Error {
+        Error::backend(
+            &self.name,
+            format!("{doing} in table {:?} of {:?}", self.table, self.path),
+            explain(error),
+        )
+    }
+
+    /// Deletes the entry under (`container`, `key`) if it is still expired at `now`.
+    ///
+    /// The entry is a miss either way, so a failure (a read-only file, a writer holding the lock
+    /// past the busy timeout) is no reason to fail the read: `purge_expired` deletes it later.
+    fn drop_expired(&self, connection: &Pooled<'_>, container: &str, key: &str, now: i64) {
+        let _ = connection
+            .prepare_cached(&self.sql.delete_expired)
+            .and_then(|mut statement| statement.execute(params![container, key, now]));
+    }
+}
+
+/// Unix milliseconds as an SQLite integer; "practically never" saturates.
+fn millis(millis: u64) -> i64 {
+    i64::try_from(millis).unwrap_or(i64::MAX)
+}
+
+/// `key`, cut short for an error message.
+fn shown(key: &str) -> String {
+    match key.char_indices().nth(KEY_SHOWN) {
+        Some((end, _)) => format!("{:?}… ({} bytes)", &key[..end], key.len()),
+        None => format!("{key:?}"),
+    }
+}
+
+impl Backend for FileBackend {
+    fn store(&self, container: &str, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        let expiry = self.expiry(ttl);
+        let connection = self.connection()?;
+        connection
+            .prepare_cached(&self.sql.upsert)
+            .and_then(|mut statement| statement.execute(params![container, key, value, expiry]))
+            .map_err(|error| {
+                self.error(
+                    format!("storing key {} of container {container:?}", shown(key)),
+                    error,
+                )
+            })?;
+        Ok(())
+    }
+
+    fn retrieve(&self, container: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        let now = self.now();
+        let connection = self.connection()?;
+        // No row: absent. A row with NULL: expired.
+        let row: Option<Option<Vec<u8>>> = connection
+            .prepare_cached(&self.sql.select)
+            .and_then(|mut statement| {
+                statement
+                    .query_row(params![container, key, now], |row| row.get(0))
+                    .optional()
+            })
+            .map_err(|error| {
+                self.error(
+                    format!("reading key {} of container {container:?}", shown(key)),
+                    error,
+                )
+            })?;
+        match row {
+            Some(None) => {
+                self.drop_expired(&connection, container, key, now);
+                Ok(None)
+            }
+            row => Ok(row.flatten()),
+        }
+    }
+
+    fn invalidate(&self, container: &str, key: &str) -> Result<()> {
+        let connection = self.connection()?;
+        connection
+            .prepare_cached(&self.sql.delete)
+            .and_then(|mut statement| statement.execute(params![container, key]))
+            .map_err(|error| {
+                self.error(
+                    format!("removing key {} of container {container:?}", shown(key)),
+                    error,
+                )
+            })?;
+        Ok(())
+    }
+
+    fn clear(&self, container: &str) -> Result<()> {
+        let connection = self.connection()?;
+        connection
+            .prepare_cached(&self.sql.clear)
+            .and_then(|mut statement| statement.execute([container]))
+            .map_err(|error| self.error(format!("clearing container {container:?}"), error))?;
+        Ok(())
+    }
+
+    fn purge_expired(&self) -> Result<()> {
+        let now = self.now();
+        let connection = self.connection()?;
+        connection
+            .prepare_cached(&self.sql.purge)
+            .and_then(|mut statement| statement.execute([now]))
+            .map_err(|error| self.error("deleting expired entries".to_owned(), error))?;
+        Ok(())
+    }
+
+    /// Looks the keys up with one statement per 256 distinct keys.
+    fn retrieve_many(&self, container: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        let now = self.now();
+        // Where each distinct key goes in the answer.
+        let mut positions: HashMap<&str, Vec<usize>> = HashMap::with_capacity(keys.len());
+        for (position, &key) in keys.iter().enumerate() {
+            positions.entry(key).or_default().push(position);
+        }
+        let distinct: Vec<&str> = positions.keys().copied().collect();
+        let mut found: Vec<Option<Vec<u8>>> = vec![None; keys.len()];
+        let mut expired = Vec::new();
+        let connection = self.connection()?;
+        for chunk in distinct.chunks(BATCH) {
+            let power = chunk.len().next_power_of_two().ilog2() as usize;
+            // Padding repeats the chunk's first key, which the answer holds once.
+            let padded: Vec<&str> = chunk
+                .iter()
+                .copied()
+                .chain(std::iter::repeat_n(chunk[0], (1 << power) - chunk.len()))
+                .collect();
+            let mut parameters: Vec<&dyn ToSql> = vec![&container, &now];
+            parameters.extend(padded.iter().map(|key| key as &dyn ToSql));
+            let rows = connection
+                .prepare_cached(&self.sql.select_many[power])
+                .and_then(|mut statement| {
+                    statement
+                        .query_map(&*parameters, |row| {
+                            Ok((row.get::<_, String>(0)?, row.get::<_, Option<Vec<u8>>>(1)?))
+                        })?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(|error| {
+                    self.error(
+                        format!("reading {} keys of container {container:?}", keys.len()),
+                        error,
+                    )
+                })?;
+            for (key, value) in rows {
+                let Some(value) = value else {
+                    expired.push(key);
+                    continue;
+                };
+                let Some((&last, others)) =
+                    positions.get(key.as_str()).and_then(|p| p.split_last())
+                else {
+                    continue;
+                };
+                for &position in others {
+                    found[position] = Some(value.clone());
+                }
+                found[last] = Some(value);
+            }
+        }
+        for key in expired {
+            self.drop_expired(&connection, container, &key, now);
+        }
+        Ok(found)
+    }
+
+    /// Stores the entries in one transaction: all of them, or none.
+    fn store_many(
+        &self,
+        container: &str,
+        entries: &[(&str, &[u8])],
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        let expiry = self.expiry(ttl);
+        let mut connection = self.connection()?;
+        let doing = || format!("storing {} keys of container {container:?}", entries.len());
+        let transaction = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|error| self.error(doing(), error))?;
+        {
+            let mut statement = transaction
+                .prepare_cached(&self.sql.upsert)
+                .map_err(|error| self.error(doing(), error))?;
+            for (key, value) in entries {
+                statement
+                    .execute(params![container, key, value, expiry])
+                    .map_err(|error| self.error(doing(), error))?;
+            }
+        }
+        transaction
+            .commit()
+            .map_err(|error| self.error(doing(), error))
+    }
+}
+
+impl fmt::Debug for FileBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileBackend")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .field("table", &self.table)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,184 @@
+//! Opening a cache file: its options, and the checks that refuse a path without touching it.
+
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kvcache_core::{BoxError, Clock, Error, Result, SystemClock};
+use rusqlite::{Connection, ErrorCode};
+
+use crate::backend::FileBackend;
+use crate::explain::explain;
+use crate::pool::{self, Pool};
+use crate::schema::{self, SchemaError};
+
+/// The table used unless [`FileBackendBuilder::table`] names another.
+pub const DEFAULT_TABLE: &str = "kvcache";
+/// How long a write waits for another writer unless [`FileBackendBuilder::busy_timeout`] says.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Options for opening a [`FileBackend`]: [`FileBackend::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use kvcache_file::FileBackend;
+///
+/// let dir = tempfile::tempdir()?;
+/// let backend = FileBackend::builder(dir.path().join("cache/kv.sqlite3"))
+///     .table("greetings")
+///     .busy_timeout(Duration::from_secs(1))
+///     .open()?;
+/// assert_eq!(backend.table(), "greetings");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct FileBackendBuilder {
+    path: PathBuf,
+    busy_timeout: Duration,
+    table: String,
+    name: String,
+    clock: Arc<dyn Clock>,
+}
+
+/// Why a path cannot be opened as a cache file.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error("the path is empty")]
+    EmptyPath,
+    #[error("cannot make the path absolute: {0}")]
+    Absolute(io::Error),
+    #[error("it is a directory")]
+    Directory,
+    #[error("cannot create its directory {0:?}: {1}")]
+    CreateDirectory(PathBuf, io::Error),
+    #[error("cannot create it: {0}")]
+    Create(io::Error),
+    #[error("{0}")]
+    TableName(String),
+    #[error("it is not an SQLite database ({0}); it was left untouched")]
+    NotSqlite(rusqlite::Error),
+    #[error("SQLite keeps it in journal mode {0:?} instead of WAL")]
+    NotWal(String),
+    #[error(transparent)]
+    Sqlite(BoxError),
+    #[error(transparent)]
+    Schema(SchemaError),
+}
+
+impl From<rusqlite::Error> for Refused {
+    fn from(error: rusqlite::Error) -> Self {
+        if error.sqlite_error_code() == Some(ErrorCode::NotADatabase) {
+            Refused::NotSqlite(error)
+        } else {
+            Refused::Sqlite(explain(error))
+        }
+    }
+}
+
+impl From<SchemaError> for Refused {
+    fn from(error: SchemaError) -> Self {
+        match error {
+            SchemaError::Sqlite(error) => error.into(),
+            other => Refused::Schema(other),
+        }
+    }
+}
+
+impl FileBackendBuilder {
+    pub(crate) fn new(path: PathBuf) -> Self {
+        FileBackendBuilder {
+            path,
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            table: DEFAULT_TABLE.to_owned(),
+            name: crate::KIND.to_owned(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// How long a write waits for another connection's write to finish before it fails
+    /// ([`DEFAULT_BUSY_TIMEOUT`]: 5 s).
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// The table holding the entries ([`DEFAULT_TABLE`]: `kvcache`): ASCII letters, digits and
+    /// underscores, not starting with a digit. Several tables can share a file.
+    pub fn table(mut self, table: impl Into<String>) -> Self {
+        self.table = table.into();
+        self
+    }
+
+    /// The name errors give the backend: its name in the configuration (`file` by default).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The clock expiry is read against (the system clock by default).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Opens the file, creating it and its parent directories when missing, switches it to WAL
+    /// and makes sure its table exists with kvcache's columns.
+    ///
+    /// Nothing that exists is overwritten or deleted: a path that is a directory, a file that is
+    /// not an SQLite database, a table of that name with other columns, or a table written by a
+    /// newer kvcache is refused as it is.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] naming the path and saying why it was refused or could not be opened.
+    pub fn open(self) -> Result<FileBackend> {
+        let FileBackendBuilder {
+            path,
+            busy_timeout,
+            table,
+            name,
+            clock,
+        } = self;
+        let refused = |path: &Path, why: Refused| {
+            Error::backend(&name, format!("opening the cache file {path:?}"), why)
+        };
+        if path.as_os_str().is_empty() {
+            return Err(refused(&path, Refused::EmptyPath));
+        }
+        let path =
+            std::path::absolute(&path).map_err(|error| refused(&path, Refused::Absolute(error)))?;
+        let connection = connect(&path, &table, busy_timeout).map_err(|why| refused(&path, why))?;
+        let pool = Pool::new(path.clone(), busy_timeout, connection);
+        Ok(FileBackend::new(name, path, table, clock, pool))
+    }
+}
+
+/// The first connection: the file created if missing, in WAL mode, its table ready.
+fn connect(path: &Path, table: &str, busy_timeout: Duration) -> Result<Connection, Refused> {
+    schema::check_table_name(table).map_err(Refused::TableName)?;
+    if path.is_dir() {
+        return Err(Refused::Directory);
+    }
+    if let Some(directory) = path.parent() {
+        fs::create_dir_all(directory)
+            .map_err(|error| Refused::CreateDirectory(directory.to_owned(), error))?;
+    }
+    // Created here rather than by SQLite, whose error would not say why it could not.
+    match OpenOptions::new().write(true).create_new(true).open(path) {
+        Ok(_) => {}
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(error) => return Err(Refused::Create(error)),
+    }
+    let mut connection = pool::connect(path, busy_timeout)?;
+    // The first statement that reads the file: a file that is not SQLite fails here, unwritten.
+    let mode: String =
+        connection.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Refused::NotWal(mode));
+    }
+    schema::prepare(&mut connection, table)?;
+    Ok(connection)
+}
