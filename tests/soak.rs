@@ -1,6 +1,6 @@
 //! A bounded soak: 16 threads of mixed operations on one container per backend, then invariant
 //! checks. Ignored by default; `.ci/run` runs it with
-//! `cargo test --release --all-features --test soak -- --ignored --test-threads 1`.
+//! `cargo test --all-features --test soak -- --ignored --test-threads 1`.
 //! `KVCACHE_SOAK_SECS` sets the time per backend (default 20).
 
 use std::collections::{HashMap, HashSet};
@@ -195,6 +195,7 @@ fn soak(label: &str, backend: Vec<(&str, String)>) {
     c.clear().unwrap();
 }
 
+#[cfg(any(feature = "sql-postgres", feature = "sql-mysql", feature = "redis"))]
 fn env_url(var: &str, default: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| default.to_owned())
 }

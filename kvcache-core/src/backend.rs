@@ -36,6 +36,22 @@ pub trait Backend: Send + Sync + Debug {
     /// itself (Redis) have nothing to do here.
     fn purge_expired(&self) -> Result<()>;
 
+    /// Reads the bytes stored under (`container`, `key`) in place: calls `read` with them and
+    /// returns `true`, or returns `false` on a miss. Containers read through this method; the
+    /// default copies the bytes through [`retrieve`](Backend::retrieve), and a backend that
+    /// holds them in memory overrides it to skip that copy.
+    fn retrieve_with(
+        &self,
+        container: &str,
+        key: &str,
+        read: &mut dyn FnMut(&[u8]),
+    ) -> Result<bool> {
+        Ok(self
+            .retrieve(container, key)?
+            .map(|bytes| read(&bytes))
+            .is_some())
+    }
+
     /// The bytes stored under each of `keys`, in order.
     fn retrieve_many(&self, container: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
         keys.iter()

@@ -198,8 +198,14 @@ impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
     ///
     /// [`Error::Backend`] when the backend fails. A value written by another type is `None`.
     pub fn peek(&self, key: &str) -> Result<Option<V>> {
-        let bytes = self.backend_call(self.slot.backend.retrieve(&self.slot.name, key))?;
-        Ok(self.decode_counted(bytes))
+        let mut value = None;
+        let found = self.backend_call(self.slot.backend.retrieve_with(
+            &self.slot.name,
+            key,
+            &mut |bytes| value = self.codec.decode(bytes),
+        ))?;
+        self.count_lookup(found, value.is_some());
+        Ok(value)
     }
 
     /// Stores `value` under `key` with the container's expiry.
@@ -340,26 +346,29 @@ impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
     }
 
     fn decode_counted(&self, bytes: Option<Vec<u8>>) -> Option<V> {
-        let Some(bytes) = bytes else {
-            self.slot.counters.count(Event::Miss);
-            tracing::trace!(container = %self.slot.name, "miss");
-            return None;
-        };
-        let value = self.codec.decode(&bytes);
-        if value.is_some() {
+        let value = bytes.as_deref().and_then(|bytes| self.codec.decode(bytes));
+        self.count_lookup(bytes.is_some(), value.is_some());
+        value
+    }
+
+    /// Counts a look-up that `found` bytes, which `decoded` or not.
+    fn count_lookup(&self, found: bool, decoded: bool) {
+        if decoded {
             self.slot.counters.count(Event::Hit);
             tracing::trace!(container = %self.slot.name, "hit");
-        } else {
+            return;
+        }
+        self.slot.counters.count(Event::Miss);
+        if found {
             self.slot.counters.count(Event::Undecodable);
-            self.slot.counters.count(Event::Miss);
             tracing::debug!(
                 container = %self.slot.name,
                 value_type = Codec::<V>::type_name(),
-                len = bytes.len(),
                 "a stored value does not decode as this container's type: a miss"
             );
+        } else {
+            tracing::trace!(container = %self.slot.name, "miss");
         }
-        value
     }
 
     fn encode(&self, key: &str, value: &V) -> Result<Vec<u8>> {

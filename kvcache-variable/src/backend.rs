@@ -17,7 +17,7 @@ const NEVER: u64 = u64::MAX;
 /// An in-process store, shared by every container that names it.
 ///
 /// Entries are spread over shards by the hash of (container, key), each behind its own
-/// read-write lock. A read clones the value's bytes under a read lock.
+/// read-write lock. A container decodes a value straight from the table, under a read lock.
 ///
 /// # Eviction
 ///
@@ -123,7 +123,7 @@ impl VariableBackend {
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|shard| read(shard).table.len())
+            .map(|shard| read_lock(shard).table.len())
             .sum()
     }
 
@@ -157,7 +157,7 @@ impl VariableBackend {
     }
 }
 
-fn read(shard: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
+fn read_lock(shard: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
     shard.read().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -168,8 +168,7 @@ fn write(shard: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
 impl Backend for VariableBackend {
     fn store(&self, container: &str, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
         let hash = self.hash(container, key);
-        let now = self.now();
-        let expires = ttl.map_or(NEVER, |ttl| expires_at(now, ttl));
+        let expires = ttl.map_or(NEVER, |ttl| expires_at(self.now(), ttl));
         let mut shard = write(self.shard(hash));
         let shard = &mut *shard;
         let seq = shard.next_seq;
@@ -181,6 +180,7 @@ impl Backend for VariableBackend {
         } else {
             if let Some(capacity) = self.shard_capacity {
                 if shard.table.len() >= capacity {
+                    let now = self.now();
                     shard.table.retain(|entry| entry.live(now));
                 }
                 while shard.table.len() >= capacity {
@@ -219,15 +219,34 @@ impl Backend for VariableBackend {
     }
 
     fn retrieve(&self, container: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        let mut value = None;
+        self.retrieve_with(container, key, &mut |bytes| value = Some(bytes.to_vec()))?;
+        Ok(value)
+    }
+
+    fn retrieve_with(
+        &self,
+        container: &str,
+        key: &str,
+        read: &mut dyn FnMut(&[u8]),
+    ) -> Result<bool> {
         let hash = self.hash(container, key);
-        let now = self.now();
         let lock = self.shard(hash);
+        let now;
         {
-            let shard = read(lock);
-            match shard.table.find(hash, |e| e.is(container, key)) {
-                None => return Ok(None),
-                Some(entry) if entry.live(now) => return Ok(Some(entry.value.to_vec())),
-                Some(_) => {}
+            let shard = read_lock(lock);
+            let Some(entry) = shard.table.find(hash, |e| e.is(container, key)) else {
+                return Ok(false);
+            };
+            // The clock is read only for entries that can expire: it costs as much as the look-up.
+            if entry.expires_at == NEVER {
+                read(&entry.value);
+                return Ok(true);
+            }
+            now = self.now();
+            if entry.live(now) {
+                read(&entry.value);
+                return Ok(true);
             }
         }
         // Expired: drop it, unless it was rewritten in between.
@@ -238,7 +257,7 @@ impl Backend for VariableBackend {
         {
             entry.remove();
         }
-        Ok(None)
+        Ok(false)
     }
 
     fn invalidate(&self, container: &str, key: &str) -> Result<()> {
