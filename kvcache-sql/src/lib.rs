@@ -1,1 +1,79 @@
-//! The sql backend of kvcache (in progress).
+//! The SQL backend of kvcache: `backend.NAME = sql`, on PostgreSQL, MySQL/MariaDB or SQLite.
+//!
+//! Entries live in one table of a database the application servers already share, so every
+//! server sees what any of them stored. The table is created when absent; a table of that name
+//! with other columns is an error and is left as it is. Expired entries are misses, deleted when
+//! read and by [`purge_expired`](kvcache_core::Backend::purge_expired). Keys of any length work:
+//! the primary key holds a SHA-256 of the key, and the full key is compared on every read.
+//!
+//! | option | meaning | default |
+//! |---|---|---|
+//! | `url` (alias `sqlalchemy.url`) | `postgres://` or `postgresql://`, `mysql://` or `mariadb://`, or `sqlite://PATH` | required |
+//! | `pool_size` | the most connections held open | `10` |
+//! | `connect_timeout` | how long connecting, or waiting for a free connection, may take; on SQLite also for another writer's lock | `5s` |
+//! | `table` | the table's name: ASCII letters, digits and `_` | `kvcache` |
+//!
+//! `sqlite://PATH` takes the path as written: `sqlite://kv.sqlite3` is relative to the working
+//! directory, `sqlite:///var/cache/kv.sqlite3` absolute. Each database needs its cargo feature:
+//! `postgres`, `mysql` or `sqlite` here, `sql-postgres`, `sql-mysql` or `sql-sqlite` in the
+//! `kvcache` facade. The original's class path `score.kvcache.backend.SQLAlchemyCache` is an alias
+//! of the kind.
+//!
+//! | database | keys and values | expiry (Unix ms) | one upsert |
+//! |---|---|---|---|
+//! | PostgreSQL | `BYTEA` | `BIGINT` | `ON CONFLICT ... DO UPDATE` |
+//! | MySQL, MariaDB | `LONGBLOB` | `BIGINT` | `ON DUPLICATE KEY UPDATE` |
+//! | SQLite | `BLOB` | `INTEGER` | `ON CONFLICT ... DO UPDATE` |
+//!
+//! ```
+//! # #[cfg(feature = "sqlite")] {
+//! use kvcache_core::{Backend, BackendConfig};
+//! use kvcache_sql::SqlBackend;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let url = format!("sqlite://{}", dir.path().join("kv.sqlite3").display());
+//! let backend = SqlBackend::open(&BackendConfig::new("db", "sql").option("url", url))?;
+//! backend.store("greeting", "Peter", b"Hello Peter!", None)?;
+//! assert_eq!(backend.retrieve("greeting", "Peter")?.as_deref(), Some(&b"Hello Peter!"[..]));
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+// With no database compiled in, `SqlBackend::open` can only return the error naming the feature
+// to enable: everything that needs a connection is unreachable.
+#![cfg_attr(
+    not(any(feature = "postgres", feature = "mysql", feature = "sqlite")),
+    allow(dead_code, unreachable_code, unused_imports, unused_variables)
+)]
+
+mod backend;
+mod config;
+mod pool;
+mod sql;
+mod url;
+
+pub use backend::SqlBackend;
+
+use std::sync::Arc;
+
+use kvcache_core::{Backend, BackendConfig, BackendRegistration, Result};
+
+/// The kind's name in configurations.
+pub const KIND: &str = "sql";
+
+fn open(config: &BackendConfig) -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(SqlBackend::open(config)?))
+}
+
+kvcache_core::register_backend!(
+    BackendRegistration::new(KIND, open)
+        .aliases(&["score.kvcache.backend.SQLAlchemyCache"])
+        .options(&[
+            "url",
+            "sqlalchemy.url",
+            "pool_size",
+            "connect_timeout",
+            "table"
+        ])
+);

@@ -1,0 +1,119 @@
+//! The sql backend on MySQL/MariaDB (`KVCACHE_TEST_MYSQL_URL`, default
+//! `mysql://root@127.0.0.1:3306/test`).
+
+mod common;
+
+use std::net::TcpListener;
+
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, MysqlConnection, RunQueryDsl};
+
+use common::{Count, Db};
+
+struct Mysql {
+    url: String,
+}
+
+impl Mysql {
+    fn from_env() -> Option<Self> {
+        let url =
+            common::service_url("KVCACHE_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")?;
+        Some(Mysql { url })
+    }
+
+    fn connect(&self) -> Result<MysqlConnection, String> {
+        let url = self.url.replacen("mariadb://", "mysql://", 1);
+        MysqlConnection::establish(&url).map_err(|error| error.to_string())
+    }
+}
+
+impl Db for Mysql {
+    fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    fn execute(&self, sql: &str) -> Result<(), String> {
+        self.connect()?
+            .batch_execute(sql)
+            .map_err(|error| error.to_string())
+    }
+
+    fn count(&self, table: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) AS n FROM {}", self.quote(table));
+        let mut connection = self.connect().expect("connect");
+        diesel::sql_query(sql)
+            .get_result::<Count>(&mut connection)
+            .expect("count")
+            .n
+    }
+
+    fn bytes_literal(&self, bytes: &[u8]) -> String {
+        format!("X'{}'", common::hex(bytes))
+    }
+
+    fn quote(&self, table: &str) -> String {
+        format!("`{table}`")
+    }
+}
+
+#[test]
+fn passes_the_conformance_suite() {
+    let Some(db) = Mysql::from_env() else { return };
+    common::conformance(&db);
+}
+
+#[test]
+fn keys_of_any_length_and_hash_collisions() {
+    let Some(db) = Mysql::from_env() else { return };
+    common::long_keys(&db);
+}
+
+#[test]
+fn tables_are_isolated() {
+    let Some(db) = Mysql::from_env() else { return };
+    common::tables_are_isolated(&db);
+}
+
+#[test]
+fn containers_share_a_table() {
+    let Some(db) = Mysql::from_env() else { return };
+    common::containers_share_a_table(&db);
+}
+
+#[test]
+fn mariadb_urls_work_too() {
+    let Some(db) = Mysql::from_env() else { return };
+    let db = Mysql {
+        url: db.url.replacen("mysql://", "mariadb://", 1),
+    };
+    assert!(db.url.starts_with("mariadb://"), "{}", db.url);
+    common::tables_are_isolated(&db);
+}
+
+#[test]
+fn a_table_with_other_columns_is_an_error_and_left_alone() {
+    let Some(db) = Mysql::from_env() else { return };
+    common::a_foreign_table_is_left_alone(&db);
+}
+
+#[test]
+fn threads_on_overlapping_keys() {
+    let Some(db) = Mysql::from_env() else { return };
+    common::threads_on_overlapping_keys(&db);
+}
+
+#[test]
+fn a_closed_port_is_a_clear_error_without_the_password() {
+    let port = common::closed_port();
+    let url = format!("mysql://kvuser:s3cret-pw@127.0.0.1:{port}/cachedb");
+    common::unreachable(&url, port, "cachedb", "s3cret-pw");
+}
+
+#[test]
+fn a_silent_server_is_an_error_within_connect_timeout() {
+    // The kernel accepts the connection; nothing ever answers it.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = listener.local_addr().expect("its address").port();
+    let url = format!("mariadb://kvuser:s3cret-pw@127.0.0.1:{port}/cachedb");
+    common::unreachable(&url, port, "cachedb", "s3cret-pw");
+}

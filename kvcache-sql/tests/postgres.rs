@@ -1,0 +1,232 @@
+//! The sql backend on PostgreSQL: the shared one (`KVCACHE_TEST_POSTGRES_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test`) and a private cluster the tests stop and start.
+
+mod cluster;
+mod common;
+
+use std::net::TcpListener;
+use std::sync::{Mutex, PoisonError};
+
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use kvcache_core::{Backend, BackendConfig};
+use kvcache_sql::SqlBackend;
+
+use common::{Count, Db};
+
+struct Postgres {
+    url: String,
+}
+
+impl Postgres {
+    fn from_env() -> Option<Self> {
+        let url = common::service_url(
+            "KVCACHE_TEST_POSTGRES_URL",
+            "postgres://postgres@127.0.0.1:5432/test",
+        )?;
+        Some(Postgres { url })
+    }
+
+    fn connect(&self) -> Result<PgConnection, String> {
+        PgConnection::establish(&self.url).map_err(|error| error.to_string())
+    }
+}
+
+impl Db for Postgres {
+    fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    fn execute(&self, sql: &str) -> Result<(), String> {
+        self.connect()?
+            .batch_execute(sql)
+            .map_err(|error| error.to_string())
+    }
+
+    fn count(&self, table: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) AS n FROM {}", self.quote(table));
+        let mut connection = self.connect().expect("connect");
+        diesel::sql_query(sql)
+            .get_result::<Count>(&mut connection)
+            .expect("count")
+            .n
+    }
+
+    fn bytes_literal(&self, bytes: &[u8]) -> String {
+        format!("'\\x{}'::bytea", common::hex(bytes))
+    }
+
+    fn quote(&self, table: &str) -> String {
+        format!("\"{table}\"")
+    }
+}
+
+#[test]
+fn passes_the_conformance_suite() {
+    let Some(db) = Postgres::from_env() else {
+        return;
+    };
+    common::conformance(&db);
+}
+
+#[test]
+fn keys_of_any_length_and_hash_collisions() {
+    let Some(db) = Postgres::from_env() else {
+        return;
+    };
+    common::long_keys(&db);
+}
+
+#[test]
+fn tables_are_isolated() {
+    let Some(db) = Postgres::from_env() else {
+        return;
+    };
+    common::tables_are_isolated(&db);
+}
+
+#[test]
+fn containers_share_a_table() {
+    let Some(db) = Postgres::from_env() else {
+        return;
+    };
+    common::containers_share_a_table(&db);
+}
+
+#[test]
+fn a_table_with_other_columns_is_an_error_and_left_alone() {
+    let Some(db) = Postgres::from_env() else {
+        return;
+    };
+    common::a_foreign_table_is_left_alone(&db);
+}
+
+#[test]
+fn threads_on_overlapping_keys() {
+    let Some(db) = Postgres::from_env() else {
+        return;
+    };
+    common::threads_on_overlapping_keys(&db);
+}
+
+#[test]
+fn a_closed_port_is_a_clear_error_without_the_password() {
+    let port = common::closed_port();
+    let url = format!("postgres://kvuser:s3cret-pw@127.0.0.1:{port}/cachedb");
+    common::unreachable(&url, port, "cachedb", "s3cret-pw");
+}
+
+#[test]
+fn a_silent_server_is_an_error_within_connect_timeout() {
+    // The kernel accepts the connection; nothing ever answers it.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = listener.local_addr().expect("its address").port();
+    let url = format!("postgresql://kvuser:s3cret-pw@127.0.0.1:{port}/cachedb");
+    common::unreachable(&url, port, "cachedb", "s3cret-pw");
+}
+
+/// Every line logged through `log` while the test binary runs.
+static LOGGED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let line = format!("{} {}: {}", record.level(), record.target(), record.args());
+        LOGGED
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(line);
+    }
+
+    fn flush(&self) {}
+}
+
+#[test]
+fn a_password_libpq_would_echo_is_in_no_error_and_no_log_line() {
+    log::set_logger(&Capture).expect("the only logger");
+    log::set_max_level(log::LevelFilter::Trace);
+    // libpq's message for a bad percent-encoding quotes the whole token: "s3cret%zz".
+    let port = common::closed_port();
+    let url = format!("postgres://kvuser:s3cret%zz@127.0.0.1:{port}/cachedb");
+    let config = BackendConfig::new("db", "sql")
+        .option("url", url)
+        .option("connect_timeout", "1s");
+    let error = SqlBackend::open(&config).expect_err("a bad URL");
+    let message = common::full_message(&error);
+    assert!(
+        message.contains("invalid percent-encoded token"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("s3cret") && !format!("{error:?}").contains("s3cret"),
+        "{message}"
+    );
+    let logged = LOGGED.lock().unwrap_or_else(PoisonError::into_inner);
+    assert!(
+        logged.iter().all(|line| !line.contains("s3cret")),
+        "{logged:#?}"
+    );
+}
+
+#[test]
+fn the_password_is_not_in_debug_output() {
+    let Some(db) = Postgres::from_env() else {
+        return;
+    };
+    // Trust authentication ignores the password, so this one connects.
+    let url = db.url.replacen("postgres@", "postgres:s3cret-pw@", 1);
+    assert!(
+        url.contains("s3cret-pw"),
+        "KVCACHE_TEST_POSTGRES_URL names no user `postgres`"
+    );
+    let table = common::Table::new(&db, "debug");
+    let config = BackendConfig::new("db", "sql")
+        .option("url", url)
+        .option("table", &table.name);
+    let backend = SqlBackend::open(&config).unwrap_or_else(|error| panic!("open: {error}"));
+    let debug = format!("{backend:?}");
+    assert!(
+        debug.contains("PostgreSQL at") && !debug.contains("s3cret"),
+        "{debug}"
+    );
+}
+
+#[test]
+fn a_server_that_goes_away_and_comes_back() {
+    let Some(cluster) = cluster::Cluster::start() else {
+        return;
+    };
+    let config = BackendConfig::new("db", "sql")
+        .option("url", cluster.url())
+        .option("connect_timeout", "2s")
+        .option("pool_size", "3");
+    let backend = SqlBackend::open(&config).unwrap_or_else(|error| panic!("open: {error}"));
+    backend.store("c", "k", b"before", None).expect("store");
+
+    cluster.stop();
+    let address = format!("127.0.0.1:{}", cluster.port);
+    let error = backend.retrieve("c", "k").expect_err("the server is away");
+    assert!(common::full_message(&error).contains(&address), "{error}");
+    backend
+        .store("c", "k", b"lost", None)
+        .expect_err("the server is still away");
+
+    cluster.start_again();
+    assert_eq!(
+        backend
+            .retrieve("c", "k")
+            .expect("the first call after the server is back")
+            .as_deref(),
+        Some(&b"before"[..])
+    );
+    backend.store("c", "k", b"after", None).expect("store");
+    assert_eq!(
+        backend.retrieve("c", "k").expect("retrieve").as_deref(),
+        Some(&b"after"[..])
+    );
+}

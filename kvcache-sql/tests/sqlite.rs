@@ -1,0 +1,105 @@
+//! The sql backend on a SQLite file.
+
+mod common;
+
+use std::path::PathBuf;
+
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, RunQueryDsl, SqliteConnection};
+use kvcache_core::BackendConfig;
+use kvcache_sql::SqlBackend;
+
+use common::{Count, Db};
+
+struct Sqlite {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Sqlite {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("kv.sqlite3");
+        Sqlite { _dir: dir, path }
+    }
+
+    fn connect(&self) -> Result<SqliteConnection, String> {
+        let path = self.path.to_str().expect("a UTF-8 path");
+        SqliteConnection::establish(path).map_err(|error| error.to_string())
+    }
+}
+
+impl Db for Sqlite {
+    fn url(&self) -> String {
+        format!("sqlite://{}", self.path.display())
+    }
+
+    fn execute(&self, sql: &str) -> Result<(), String> {
+        self.connect()?
+            .batch_execute(sql)
+            .map_err(|error| error.to_string())
+    }
+
+    fn count(&self, table: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) AS n FROM {}", self.quote(table));
+        let mut connection = self.connect().expect("connect");
+        diesel::sql_query(sql)
+            .get_result::<Count>(&mut connection)
+            .expect("count")
+            .n
+    }
+
+    fn bytes_literal(&self, bytes: &[u8]) -> String {
+        format!("X'{}'", common::hex(bytes))
+    }
+
+    fn quote(&self, table: &str) -> String {
+        format!("\"{table}\"")
+    }
+}
+
+#[test]
+fn passes_the_conformance_suite() {
+    common::conformance(&Sqlite::new());
+}
+
+#[test]
+fn keys_of_any_length_and_hash_collisions() {
+    common::long_keys(&Sqlite::new());
+}
+
+#[test]
+fn tables_are_isolated() {
+    common::tables_are_isolated(&Sqlite::new());
+}
+
+#[test]
+fn containers_share_a_table() {
+    common::containers_share_a_table(&Sqlite::new());
+}
+
+#[test]
+fn a_table_with_other_columns_is_an_error_and_left_alone() {
+    common::a_foreign_table_is_left_alone(&Sqlite::new());
+}
+
+#[test]
+fn threads_on_overlapping_keys() {
+    common::threads_on_overlapping_keys(&Sqlite::new());
+}
+
+#[test]
+fn a_file_in_a_missing_directory_is_an_error_naming_it() {
+    let db = Sqlite::new();
+    let path = db.path.with_file_name("missing").join("kv.sqlite3");
+    let url = format!("sqlite://{}", path.display());
+    let config = BackendConfig::new("db", "sql")
+        .option("url", url)
+        .option("connect_timeout", "1s");
+    let error = SqlBackend::open(&config).expect_err("no such directory");
+    let message = common::full_message(&error);
+    assert!(
+        message.contains(&format!("SQLite file {:?}", path.display().to_string())),
+        "{message}"
+    );
+}
