@@ -111,8 +111,16 @@ fn store_then_retrieve(backend: &dyn Backend, _: Time<'_>) {
     put(backend, &c, "k", b"value", None);
     assert_eq!(get(backend, &c, "k").as_deref(), Some(&b"value"[..]));
     assert_eq!(get(backend, &c, "other"), None);
-    assert_eq!(read_in_place(backend, &c, "k").as_deref(), Some(&b"value"[..]), "retrieve_with");
-    assert_eq!(read_in_place(backend, &c, "other"), None, "retrieve_with on a miss");
+    assert_eq!(
+        read_in_place(backend, &c, "k").as_deref(),
+        Some(&b"value"[..]),
+        "retrieve_with"
+    );
+    assert_eq!(
+        read_in_place(backend, &c, "other"),
+        None,
+        "retrieve_with on a miss"
+    );
 }
 
 /// What `retrieve_with` hands its reader, checking it calls the reader exactly when it finds.
@@ -121,7 +129,11 @@ fn read_in_place(backend: &dyn Backend, container: &str, key: &str) -> Option<Ve
     let found = backend
         .retrieve_with(container, key, &mut |bytes| seen.push(bytes.to_vec()))
         .unwrap_or_else(|e| panic!("retrieve_with({container:?}, {key:?}) failed: {e}"));
-    assert_eq!(seen.len(), usize::from(found), "the reader is called once exactly when found");
+    assert_eq!(
+        seen.len(),
+        usize::from(found),
+        "the reader is called once exactly when found"
+    );
     seen.pop()
 }
 
@@ -212,7 +224,11 @@ fn expiry(backend: &dyn Backend, time: Time<'_>) {
     } else {
         pass(time, ttl + Duration::from_millis(200));
     }
-    assert_eq!(read_in_place(backend, &c, "short"), None, "at its ttl, in place");
+    assert_eq!(
+        read_in_place(backend, &c, "short"),
+        None,
+        "at its ttl, in place"
+    );
     assert_eq!(get(backend, &c, "short"), None, "at its ttl");
     assert_eq!(
         get(backend, &c, "long").as_deref(),

@@ -1,7 +1,7 @@
 //! Resident memory per entry: 1M entries of 32-byte `String` values in the in-memory backend and
 //! in `moka::sync::Cache`, each measured in a process of its own.
 //!
-//! `cargo bench --bench memory`
+//! `cargo bench -p kvcache-bench --bench memory`
 
 use std::process::Command;
 

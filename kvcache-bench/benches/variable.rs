@@ -1,7 +1,7 @@
 //! The in-memory backend against its peers, in one run: `moka::sync::Cache` and a plain
 //! `RwLock<HashMap>`, on a 32-byte `String` and a 1 KiB struct.
 //!
-//! `cargo bench --bench variable`
+//! `cargo bench -p kvcache-bench --bench variable`
 
 // criterion_group! makes an undocumented public function.
 #![allow(missing_docs)]
