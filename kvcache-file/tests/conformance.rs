@@ -31,3 +31,10 @@ fn passes_the_conformance_suite_when_opened_by_its_alias_in_another_table() {
         .unwrap();
     testkit::run(&*backend, testkit::Time::Manual(&clock));
 }
+
+#[test]
+fn corrupt_values_are_misses_that_get_regenerated() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = FileBackend::open(dir.path().join("kv.sqlite3")).unwrap();
+    testkit::corruption(Arc::new(backend));
+}

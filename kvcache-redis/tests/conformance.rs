@@ -35,6 +35,14 @@ fn passes_the_conformance_suite() {
 }
 
 #[test]
+fn corrupt_values_are_misses_that_get_regenerated() {
+    let Some((url, prefix, _cleanup)) = setup("corrupt") else {
+        return;
+    };
+    testkit::corruption(std::sync::Arc::new(open(&url, &prefix)));
+}
+
+#[test]
 fn keys_follow_the_documented_layout() {
     let Some((url, prefix, _cleanup)) = setup("layout") else {
         return;
