@@ -197,3 +197,77 @@ fn a_panicking_generator_releases_its_waiters_and_leaves_the_cache_usable() {
     let stats = container.stats();
     assert_eq!((stats.generator_errors, stats.generations), (1, 2));
 }
+
+/// An in-memory backend whose next `retrieve` misses, then waits for a signal before returning:
+/// the window between a caller's look-up and its flight, held open.
+#[derive(Debug, Default)]
+struct SlowMiss {
+    inner: kvcache::variable::VariableBackend,
+    hold_next: std::sync::atomic::AtomicBool,
+    release: std::sync::Mutex<Option<mpsc::Receiver<()>>>,
+}
+
+impl kvcache::Backend for SlowMiss {
+    fn store(&self, c: &str, k: &str, v: &[u8], ttl: Option<Duration>) -> kvcache::Result<()> {
+        self.inner.store(c, k, v, ttl)
+    }
+    fn retrieve(&self, c: &str, k: &str) -> kvcache::Result<Option<Vec<u8>>> {
+        let found = self.inner.retrieve(c, k)?;
+        if self.hold_next.swap(false, Ordering::SeqCst) {
+            let release = self.release.lock().unwrap().take().unwrap();
+            release
+                .recv_timeout(Duration::from_secs(30))
+                .expect("released");
+        }
+        Ok(found)
+    }
+    fn invalidate(&self, c: &str, k: &str) -> kvcache::Result<()> {
+        self.inner.invalidate(c, k)
+    }
+    fn clear(&self, c: &str) -> kvcache::Result<()> {
+        self.inner.clear(c)
+    }
+    fn purge_expired(&self) -> kvcache::Result<()> {
+        self.inner.purge_expired()
+    }
+}
+
+#[test]
+fn a_value_generated_between_a_look_up_and_its_flight_is_not_generated_again() {
+    let (release, released) = mpsc::channel();
+    let backend = Arc::new(SlowMiss {
+        release: std::sync::Mutex::new(Some(released)),
+        ..SlowMiss::default()
+    });
+    let config = kvcache::Config::from_pairs([("container.c.backend", "slow")]).unwrap();
+    let cache = KvCache::builder(config)
+        .backend("slow", Arc::clone(&backend) as Arc<dyn kvcache::Backend>)
+        .build()
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    cache
+        .register_generator("c", move |key: &str| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            format!("value of {key}")
+        })
+        .unwrap();
+    let container = cache.container::<String>("c").unwrap();
+    backend.hold_next.store(true, Ordering::SeqCst);
+    thread::scope(|scope| {
+        // A misses, and is held before it can start a flight.
+        let a = scope.spawn(|| container.get("k"));
+        while backend.hold_next.load(Ordering::SeqCst) {
+            thread::yield_now();
+        }
+        // B misses, generates, stores and lands its flight meanwhile.
+        assert_eq!(container.get("k").unwrap(), "value of k");
+        release.send(()).unwrap();
+        assert_eq!(a.join().unwrap().unwrap(), "value of k");
+    });
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "A found B's value instead of generating"
+    );
+}

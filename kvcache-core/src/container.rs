@@ -61,10 +61,10 @@ impl Slot {
 }
 
 /// Whether a generated value is stored: not when the backend has just failed and the container
-/// fails open.
+/// fails open. `Yes` carries the count of landed flights read before the caller's look-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Store {
-    Yes,
+    Yes { landed_before: u64 },
     No,
 }
 
@@ -143,9 +143,10 @@ impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
     /// [`Error::Generator`] instead.
     pub fn get(&self, key: &str) -> Result<V> {
         let _span = tracing::trace_span!("kvcache.get", container = %self.slot.name, key).entered();
+        let landed_before = self.slot.flights.landed();
         match self.peek(key) {
             Ok(Some(value)) => Ok(value),
-            Ok(None) => self.generate(key, Store::Yes),
+            Ok(None) => self.generate(key, Store::Yes { landed_before }),
             Err(error) => {
                 self.fail_open(error)?;
                 self.generate(key, Store::No)
@@ -161,6 +162,7 @@ impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
     /// Those of [`get`](Container::get), for the first key that fails.
     pub fn get_many(&self, keys: &[&str]) -> Result<Vec<V>> {
         let _span = tracing::trace_span!("kvcache.get_many", container = %self.slot.name, keys = keys.len()).entered();
+        let landed_before = self.slot.flights.landed();
         let found = match self.backend_call(self.slot.backend.retrieve_many(&self.slot.name, keys))
         {
             Ok(found) => found,
@@ -187,7 +189,7 @@ impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
             .zip(found)
             .map(|(key, bytes)| match self.decode_counted(bytes) {
                 Some(value) => Ok(value),
-                None => self.generate(key, Store::Yes),
+                None => self.generate(key, Store::Yes { landed_before }),
             })
             .collect()
     }
@@ -310,8 +312,11 @@ impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
         generator: &GeneratorFn<V>,
         mut store: Store,
     ) -> Result<(V, Vec<u8>)> {
-        if store == Store::Yes {
-            // Another leader may have stored the value between this caller's look-up and its flight.
+        // Another leader may have stored the value between this caller's look-up and its flight;
+        // unless no flight has landed since, which spares an uncontended miss a second look-up.
+        if let Store::Yes { landed_before } = store
+            && self.slot.flights.landed() != landed_before
+        {
             match self.backend_call(self.slot.backend.retrieve(&self.slot.name, key)) {
                 Ok(Some(bytes)) => {
                     if let Some(value) = self.codec.decode(&bytes) {
@@ -337,7 +342,7 @@ impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
         })?;
         self.slot.counters.count(Event::Generation);
         let bytes = self.encode(key, &value)?;
-        if store == Store::Yes
+        if store != Store::No
             && let Err(error) = self.store(key, &bytes)
         {
             self.fail_open(error)?;

@@ -1,6 +1,7 @@
 //! Single flight: concurrent misses on one key run the generator once; the others wait for it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use crate::error::Error;
@@ -12,6 +13,9 @@ pub(crate) type Outcome = Result<Arc<[u8]>, Error>;
 #[derive(Debug, Default)]
 pub(crate) struct Flights {
     by_key: Mutex<HashMap<String, Arc<Flight>>>,
+    /// How many flights have landed: a caller that read it before its look-up and finds it
+    /// unchanged when it leads knows no value was generated in between.
+    landed: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -44,6 +48,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Flights {
+    /// The number of flights landed so far; read it before the look-up that precedes a flight.
+    pub(crate) fn landed(&self) -> u64 {
+        self.landed.load(Ordering::Acquire)
+    }
+
     /// Joins the flight for `key`, or starts one. `on_abandon` makes the error waiters get if
     /// the leader unwinds without landing.
     pub(crate) fn join<'a>(&'a self, key: &'a str, on_abandon: &'a dyn Fn() -> Error) -> Role<'a> {
@@ -91,6 +100,7 @@ impl Leader<'_> {
     fn finish(&mut self, outcome: Outcome) {
         self.landed = true;
         lock(&self.flights.by_key).remove(self.key);
+        self.flights.landed.fetch_add(1, Ordering::Release);
         *lock(&self.flight.outcome) = Some(outcome);
         self.flight.landed.notify_all();
     }
