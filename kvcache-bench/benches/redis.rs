@@ -1,3 +1,478 @@
-//! (being written)
-#![allow(missing_docs)]
-fn main() {}
+//! The Redis backend against the raw `redis` crate, in one run, on a 32-byte `String` and a
+//! 1 KiB struct.
+//!
+//! The peer is what a careful hand-written cache does: one plain `redis::Client` connection kept
+//! open (kvcache borrows one from its r2d2 pool on every call), `GET`, `SET`, `UNLINK` and `MGET`
+//! on keys it formats per call, values encoded by hand (a `String` as its UTF-8 bytes, the struct
+//! in bincode's layout, written out, so both sides send as many bytes) where kvcache runs its
+//! codec (a type header, then bincode through serde).
+//!
+//! The server is `KVCACHE_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`); when it cannot be
+//! reached the benchmark prints a notice and measures nothing (under `CI=true` it fails). Every
+//! key is under a prefix of this run's own, deleted at the end.
+//!
+//! `cargo bench -p kvcache-bench --bench redis`
+
+use std::hint::black_box;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use criterion::{BenchmarkId, Criterion};
+use kvcache::{Container, KvCache};
+use redis::{Commands, Connection};
+use serde::{Deserialize, Serialize};
+
+/// A 1 KiB value with some structure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Kib {
+    id: u64,
+    name: String,
+    samples: Vec<u32>,
+}
+
+fn kib(id: u64) -> Kib {
+    Kib {
+        id,
+        name: format!("record {id:>20}"),
+        samples: (0..249).collect(),
+    }
+}
+
+fn string32(key: &str) -> String {
+    format!("{key:-<32}")[..32].to_owned()
+}
+
+const KEYS: usize = 1_000;
+const BATCH: usize = 16;
+
+fn keys() -> Vec<String> {
+    (0..KEYS).map(|i| format!("key-{i}")).collect()
+}
+
+/// Consecutive runs of [`BATCH`] keys.
+fn batches(keys: &[String]) -> Vec<Vec<&str>> {
+    keys.chunks_exact(BATCH)
+        .map(|chunk| chunk.iter().map(String::as_str).collect())
+        .collect()
+}
+
+/// The server and this run's prefix; every key under the prefix is deleted when dropped.
+struct Server {
+    url: String,
+    prefix: String,
+}
+
+impl Server {
+    /// The server of `KVCACHE_TEST_REDIS_URL`, or `None` (with a notice) when it cannot be reached.
+    fn reach() -> Option<Server> {
+        let url = std::env::var("KVCACHE_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        let reached = redis::Client::open(url.as_str()).and_then(|client| {
+            client
+                .get_connection_with_timeout(Duration::from_secs(2))?
+                .ping::<String>()
+        });
+        if let Err(error) = reached {
+            let why = format!("cannot reach {url}: {error}");
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "redis benchmarks under CI=true: {why}"
+            );
+            println!("redis benchmarks skipped: {why}");
+            return None;
+        }
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let prefix = format!("kvcache-bench-{}-{nanos}", std::process::id());
+        Some(Server { url, prefix })
+    }
+
+    fn connection(&self) -> Connection {
+        redis::Client::open(self.url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    /// A cache whose containers `strings` and `structs` are on this server, under `prefix`.
+    fn cache(&self, prefix: &str) -> KvCache {
+        let prefix = format!("{}:{prefix}", self.prefix);
+        kvcache::init([
+            ("backend.shared", "redis"),
+            ("backend.shared.url", self.url.as_str()),
+            ("backend.shared.prefix", prefix.as_str()),
+            ("container.strings.backend", "shared"),
+            ("container.structs.backend", "shared"),
+        ])
+        .unwrap()
+    }
+
+    /// The hand-written peer, under `prefix`.
+    fn raw(&self, prefix: &str) -> Raw {
+        Raw {
+            connection: self.connection(),
+            prefix: format!("{}:{prefix}", self.prefix),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let mut connection = self.connection();
+        let found: Vec<String> = connection
+            .scan_match(format!("{}:*", self.prefix))
+            .unwrap()
+            .collect::<redis::RedisResult<_>>()
+            .unwrap();
+        for chunk in found.chunks(1000) {
+            connection.unlink::<_, ()>(chunk).unwrap();
+        }
+    }
+}
+
+fn container<V: Serialize + serde::de::DeserializeOwned + 'static>(
+    cache: &KvCache,
+    name: &str,
+) -> Container<V> {
+    cache.container(name).unwrap()
+}
+
+/// A value the raw peer encodes by hand.
+trait Hand: Sized {
+    fn encode(&self) -> Vec<u8>;
+    fn decode(bytes: &[u8]) -> Option<Self>;
+}
+
+impl Hand for String {
+    fn encode(&self) -> Vec<u8> {
+        self.as_bytes().to_vec()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        std::str::from_utf8(bytes).ok().map(str::to_owned)
+    }
+}
+
+/// The struct as bincode lays it out (without kvcache's header), so that both sides store
+/// the same number of bytes: each integer a varint, a byte below 251 standing for itself.
+impl Hand for Kib {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + self.name.len() + self.samples.len());
+        put(&mut out, self.id);
+        put(&mut out, self.name.len() as u64);
+        out.extend_from_slice(self.name.as_bytes());
+        put(&mut out, self.samples.len() as u64);
+        for &sample in &self.samples {
+            put(&mut out, u64::from(sample));
+        }
+        out
+    }
+
+    fn decode(mut bytes: &[u8]) -> Option<Self> {
+        let id = take(&mut bytes)?;
+        let len = usize::try_from(take(&mut bytes)?).ok()?;
+        let (name, mut rest) = bytes.split_at_checked(len)?;
+        let count = usize::try_from(take(&mut rest)?).ok()?;
+        let mut samples = Vec::with_capacity(count.min(rest.len()));
+        for _ in 0..count {
+            samples.push(u32::try_from(take(&mut rest)?).ok()?);
+        }
+        rest.is_empty().then_some(())?;
+        Some(Kib {
+            id,
+            name: std::str::from_utf8(name).ok()?.to_owned(),
+            samples,
+        })
+    }
+}
+
+/// Appends `n` as a varint: one byte below 251, else a marker byte and 2, 4 or 8 bytes.
+fn put(out: &mut Vec<u8>, n: u64) {
+    if n < 251 {
+        out.push(n as u8);
+    } else if let Ok(n) = u16::try_from(n) {
+        out.push(251);
+        out.extend_from_slice(&n.to_le_bytes());
+    } else if let Ok(n) = u32::try_from(n) {
+        out.push(252);
+        out.extend_from_slice(&n.to_le_bytes());
+    } else {
+        out.push(253);
+        out.extend_from_slice(&n.to_le_bytes());
+    }
+}
+
+/// Reads a varint [`put`] wrote off the front of `bytes`.
+fn take(bytes: &mut &[u8]) -> Option<u64> {
+    let (&first, rest) = bytes.split_first()?;
+    let (n, rest) = match first {
+        0..251 => (u64::from(first), rest),
+        251 => rest
+            .split_first_chunk()
+            .map(|(n, rest)| (u64::from(u16::from_le_bytes(*n)), rest))?,
+        252 => rest
+            .split_first_chunk()
+            .map(|(n, rest)| (u64::from(u32::from_le_bytes(*n)), rest))?,
+        253 => rest
+            .split_first_chunk()
+            .map(|(n, rest)| (u64::from_le_bytes(*n), rest))?,
+        _ => return None,
+    };
+    *bytes = rest;
+    Some(n)
+}
+
+/// The hand-written peer: one open connection, one command per call.
+struct Raw {
+    connection: Connection,
+    prefix: String,
+}
+
+impl Raw {
+    fn key(&self, container: &str, key: &str) -> String {
+        format!("{}:{container}:{key}", self.prefix)
+    }
+
+    fn get<V: Hand>(&mut self, container: &str, key: &str) -> Option<V> {
+        let key = self.key(container, key);
+        let bytes: Option<Vec<u8>> = self.connection.get(key).unwrap();
+        bytes.as_deref().and_then(V::decode)
+    }
+
+    fn set<V: Hand>(&mut self, container: &str, key: &str, value: &V) {
+        let key = self.key(container, key);
+        self.connection
+            .set::<_, _, ()>(key, value.encode())
+            .unwrap();
+    }
+
+    fn remove(&mut self, container: &str, key: &str) {
+        let key = self.key(container, key);
+        self.connection.unlink::<_, ()>(key).unwrap();
+    }
+
+    /// The value of `key`, or `generate`'s, which is then stored.
+    fn get_or_generate<V: Hand>(
+        &mut self,
+        container: &str,
+        key: &str,
+        generate: impl FnOnce(&str) -> V,
+    ) -> V {
+        self.get(container, key).unwrap_or_else(|| {
+            let value = generate(key);
+            self.set(container, key, &value);
+            value
+        })
+    }
+
+    /// The values of `keys`, in order, with one `MGET`.
+    fn get_many<V: Hand>(&mut self, container: &str, keys: &[&str]) -> Vec<Option<V>> {
+        let keys: Vec<String> = keys.iter().map(|key| self.key(container, key)).collect();
+        let found: Vec<Option<Vec<u8>>> = self.connection.mget(keys).unwrap();
+        found
+            .into_iter()
+            .map(|bytes| bytes.as_deref().and_then(V::decode))
+            .collect()
+    }
+}
+
+fn hits(c: &mut Criterion, server: &Server) {
+    let keys = keys();
+    let mut group = c.benchmark_group("redis/hit");
+    let cache = server.cache("hit");
+    let strings = container::<String>(&cache, "strings");
+    let structs = container::<Kib>(&cache, "structs");
+    let mut raw = server.raw("hit-raw");
+    for (i, key) in keys.iter().enumerate() {
+        strings.set(key, &string32(key)).unwrap();
+        structs.set(key, &kib(i as u64)).unwrap();
+        raw.set("strings", key, &string32(key));
+        raw.set("structs", key, &kib(i as u64));
+    }
+    assert_eq!(structs.get("key-7").unwrap(), kib(7));
+    assert_eq!(raw.get::<Kib>("structs", "key-7"), Some(kib(7)));
+
+    let mut i = 0;
+    let mut next = || {
+        i = (i + 1) % KEYS;
+        keys[i].as_str()
+    };
+    group.bench_function(BenchmarkId::new("kvcache", "string32"), |b| {
+        b.iter(|| strings.get(black_box(next())).unwrap())
+    });
+    group.bench_function(BenchmarkId::new("redis", "string32"), |b| {
+        b.iter(|| raw.get::<String>("strings", black_box(next())).unwrap())
+    });
+    group.bench_function(BenchmarkId::new("kvcache", "struct1k"), |b| {
+        b.iter(|| structs.get(black_box(next())).unwrap())
+    });
+    group.bench_function(BenchmarkId::new("redis", "struct1k"), |b| {
+        b.iter(|| raw.get::<Kib>("structs", black_box(next())).unwrap())
+    });
+    group.finish();
+}
+
+/// A miss: the generator runs and its value is stored. Each iteration removes the key first.
+fn misses(c: &mut Criterion, server: &Server) {
+    let mut group = c.benchmark_group("redis/miss");
+    let cache = server.cache("miss");
+    cache.register_generator("strings", string32).unwrap();
+    cache
+        .register_generator("structs", |key: &str| kib(key.len() as u64))
+        .unwrap();
+    let strings = container::<String>(&cache, "strings");
+    let structs = container::<Kib>(&cache, "structs");
+    let mut raw = server.raw("miss-raw");
+    group.bench_function(BenchmarkId::new("kvcache", "string32"), |b| {
+        b.iter(|| {
+            strings.remove("k").unwrap();
+            strings.get(black_box("k")).unwrap()
+        })
+    });
+    group.bench_function(BenchmarkId::new("redis", "string32"), |b| {
+        b.iter(|| {
+            raw.remove("strings", "k");
+            raw.get_or_generate("strings", black_box("k"), string32)
+        })
+    });
+    group.bench_function(BenchmarkId::new("kvcache", "struct1k"), |b| {
+        b.iter(|| {
+            structs.remove("k").unwrap();
+            structs.get(black_box("k")).unwrap()
+        })
+    });
+    group.bench_function(BenchmarkId::new("redis", "struct1k"), |b| {
+        b.iter(|| {
+            raw.remove("structs", "k");
+            raw.get_or_generate("structs", black_box("k"), |key| kib(key.len() as u64))
+        })
+    });
+    group.finish();
+}
+
+fn sets(c: &mut Criterion, server: &Server) {
+    let keys = keys();
+    let mut group = c.benchmark_group("redis/set");
+    let cache = server.cache("set");
+    let strings = container::<String>(&cache, "strings");
+    let structs = container::<Kib>(&cache, "structs");
+    let mut raw = server.raw("set-raw");
+    let mut i = 0;
+    let mut next = || {
+        i = (i + 1) % KEYS;
+        (i, keys[i].as_str())
+    };
+    group.bench_function(BenchmarkId::new("kvcache", "string32"), |b| {
+        b.iter(|| {
+            let (_, key) = next();
+            strings.set(key, &string32(key)).unwrap()
+        })
+    });
+    group.bench_function(BenchmarkId::new("redis", "string32"), |b| {
+        b.iter(|| {
+            let (_, key) = next();
+            raw.set("strings", key, &string32(key))
+        })
+    });
+    group.bench_function(BenchmarkId::new("kvcache", "struct1k"), |b| {
+        b.iter(|| {
+            let (i, key) = next();
+            structs.set(key, &kib(i as u64)).unwrap()
+        })
+    });
+    group.bench_function(BenchmarkId::new("redis", "struct1k"), |b| {
+        b.iter(|| {
+            let (i, key) = next();
+            raw.set("structs", key, &kib(i as u64))
+        })
+    });
+    group.finish();
+}
+
+/// 16 stored keys: kvcache's `get_many` (`MGET`) and 16 `get`s, the peer's `MGET` and 16 `GET`s.
+fn batch(c: &mut Criterion, server: &Server) {
+    let keys = keys();
+    let batches = batches(&keys);
+    let mut group = c.benchmark_group("redis/batch16");
+    let cache = server.cache("batch");
+    let strings = container::<String>(&cache, "strings");
+    let structs = container::<Kib>(&cache, "structs");
+    let mut raw = server.raw("batch-raw");
+    for (i, key) in keys.iter().enumerate() {
+        strings.set(key, &string32(key)).unwrap();
+        structs.set(key, &kib(i as u64)).unwrap();
+        raw.set("strings", key, &string32(key));
+        raw.set("structs", key, &kib(i as u64));
+    }
+    assert_eq!(
+        structs.get_many(&batches[1]).unwrap(),
+        raw.get_many::<Kib>("structs", &batches[1])
+            .into_iter()
+            .map(Option::unwrap)
+            .collect::<Vec<_>>()
+    );
+
+    let mut i = 0;
+    let mut next = || {
+        i = (i + 1) % batches.len();
+        &batches[i][..]
+    };
+    group.bench_function(BenchmarkId::new("kvcache-get_many", "string32"), |b| {
+        b.iter(|| strings.get_many(black_box(next())).unwrap())
+    });
+    group.bench_function(BenchmarkId::new("kvcache-16-gets", "string32"), |b| {
+        b.iter(|| {
+            next()
+                .iter()
+                .map(|key| strings.get(black_box(key)).unwrap())
+                .collect::<Vec<_>>()
+        })
+    });
+    group.bench_function(BenchmarkId::new("redis-mget", "string32"), |b| {
+        b.iter(|| raw.get_many::<String>("strings", black_box(next())))
+    });
+    group.bench_function(BenchmarkId::new("redis-16-gets", "string32"), |b| {
+        b.iter(|| {
+            next()
+                .iter()
+                .map(|key| raw.get::<String>("strings", black_box(key)).unwrap())
+                .collect::<Vec<_>>()
+        })
+    });
+    group.bench_function(BenchmarkId::new("kvcache-get_many", "struct1k"), |b| {
+        b.iter(|| structs.get_many(black_box(next())).unwrap())
+    });
+    group.bench_function(BenchmarkId::new("kvcache-16-gets", "struct1k"), |b| {
+        b.iter(|| {
+            next()
+                .iter()
+                .map(|key| structs.get(black_box(key)).unwrap())
+                .collect::<Vec<_>>()
+        })
+    });
+    group.bench_function(BenchmarkId::new("redis-mget", "struct1k"), |b| {
+        b.iter(|| raw.get_many::<Kib>("structs", black_box(next())))
+    });
+    group.bench_function(BenchmarkId::new("redis-16-gets", "struct1k"), |b| {
+        b.iter(|| {
+            next()
+                .iter()
+                .map(|key| raw.get::<Kib>("structs", black_box(key)).unwrap())
+                .collect::<Vec<_>>()
+        })
+    });
+    group.finish();
+}
+
+fn main() {
+    let Some(server) = Server::reach() else {
+        return;
+    };
+    let mut criterion = Criterion::default().configure_from_args();
+    hits(&mut criterion, &server);
+    misses(&mut criterion, &server);
+    sets(&mut criterion, &server);
+    batch(&mut criterion, &server);
+    criterion.final_summary();
+}

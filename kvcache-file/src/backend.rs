@@ -1,6 +1,5 @@
 //! The backend: each operation is one cached statement on a pooled connection.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -193,14 +192,28 @@ impl Backend for FileBackend {
     }
 
     fn retrieve(&self, container: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        let mut found = None;
+        self.retrieve_with(container, key, &mut |bytes| found = Some(bytes.to_vec()))?;
+        Ok(found)
+    }
+
+    /// Reads the value in place, in SQLite's row, without copying it out.
+    fn retrieve_with(
+        &self,
+        container: &str,
+        key: &str,
+        read: &mut dyn FnMut(&[u8]),
+    ) -> Result<bool> {
         let now = self.now();
         let connection = self.connection()?;
         // No row: absent. A row with NULL: expired.
-        let row: Option<Option<Vec<u8>>> = connection
+        let row: Option<bool> = connection
             .prepare_cached(&self.sql.select)
             .and_then(|mut statement| {
                 statement
-                    .query_row(params![container, key, now], |row| row.get(0))
+                    .query_row(params![container, key, now], |row| {
+                        Ok(row.get_ref(0)?.as_blob_or_null()?.map(&mut *read).is_some())
+                    })
                     .optional()
             })
             .map_err(|error| {
@@ -209,13 +222,10 @@ impl Backend for FileBackend {
                     error,
                 )
             })?;
-        match row {
-            Some(None) => {
-                self.drop_expired(&connection, container, key, now);
-                Ok(None)
-            }
-            row => Ok(row.flatten()),
+        if row == Some(false) {
+            self.drop_expired(&connection, container, key, now);
         }
+        Ok(row == Some(true))
     }
 
     fn invalidate(&self, container: &str, key: &str) -> Result<()> {
@@ -254,55 +264,47 @@ impl Backend for FileBackend {
     /// Looks the keys up with one statement per 256 distinct keys.
     fn retrieve_many(&self, container: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
         let now = self.now();
-        // Where each distinct key goes in the answer.
-        let mut positions: HashMap<&str, Vec<usize>> = HashMap::with_capacity(keys.len());
-        for (position, &key) in keys.iter().enumerate() {
-            positions.entry(key).or_default().push(position);
-        }
-        let distinct: Vec<&str> = positions.keys().copied().collect();
+        // The positions of `keys` in key order: a key's positions are neighbours, found by
+        // binary search when its row comes back.
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_unstable_by_key(|&position| keys[position]);
+        let mut distinct: Vec<&str> = order.iter().map(|&position| keys[position]).collect();
+        distinct.dedup();
         let mut found: Vec<Option<Vec<u8>>> = vec![None; keys.len()];
         let mut expired = Vec::new();
         let connection = self.connection()?;
-        for chunk in distinct.chunks(BATCH) {
+        let mut read = |chunk: &[&str]| -> rusqlite::Result<()> {
             let power = chunk.len().next_power_of_two().ilog2() as usize;
+            let mut parameters: Vec<&dyn ToSql> = Vec::with_capacity(2 + (1 << power));
+            parameters.extend([&container as &dyn ToSql, &now]);
+            parameters.extend(chunk.iter().map(|key| key as &dyn ToSql));
             // Padding repeats the chunk's first key, which the answer holds once.
-            let padded: Vec<&str> = chunk
-                .iter()
-                .copied()
-                .chain(std::iter::repeat_n(chunk[0], (1 << power) - chunk.len()))
-                .collect();
-            let mut parameters: Vec<&dyn ToSql> = vec![&container, &now];
-            parameters.extend(padded.iter().map(|key| key as &dyn ToSql));
-            let rows = connection
-                .prepare_cached(&self.sql.select_many[power])
-                .and_then(|mut statement| {
-                    statement
-                        .query_map(&*parameters, |row| {
-                            Ok((row.get::<_, String>(0)?, row.get::<_, Option<Vec<u8>>>(1)?))
-                        })?
-                        .collect::<rusqlite::Result<Vec<_>>>()
-                })
-                .map_err(|error| {
-                    self.error(
-                        format!("reading {} keys of container {container:?}", keys.len()),
-                        error,
-                    )
-                })?;
-            for (key, value) in rows {
-                let Some(value) = value else {
-                    expired.push(key);
+            parameters.resize(2 + (1 << power), &chunk[0]);
+            let mut statement = connection.prepare_cached(&self.sql.select_many[power])?;
+            let mut rows = statement.query(&*parameters)?;
+            while let Some(row) = rows.next()? {
+                let key = row.get_ref(0)?.as_str()?;
+                let Some(value) = row.get_ref(1)?.as_blob_or_null()? else {
+                    expired.push(key.to_owned());
                     continue;
                 };
-                let Some((&last, others)) =
-                    positions.get(key.as_str()).and_then(|p| p.split_last())
-                else {
-                    continue;
-                };
-                for &position in others {
-                    found[position] = Some(value.clone());
+                let start = order.partition_point(|&position| keys[position] < key);
+                for &position in order[start..]
+                    .iter()
+                    .take_while(|&&position| keys[position] == key)
+                {
+                    found[position] = Some(value.to_vec());
                 }
-                found[last] = Some(value);
             }
+            Ok(())
+        };
+        for chunk in distinct.chunks(BATCH) {
+            read(chunk).map_err(|error| {
+                self.error(
+                    format!("reading {} keys of container {container:?}", keys.len()),
+                    error,
+                )
+            })?;
         }
         for key in expired {
             self.drop_expired(&connection, container, &key, now);

@@ -9,6 +9,8 @@
 //! alone (up to the first `}`, which is the container's own or ours), so every key of one
 //! container lives in one slot.
 
+use std::fmt::Write;
+
 /// Builds the Redis keys of one backend.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
@@ -27,16 +29,19 @@ impl Keys {
         &self.prefix
     }
 
-    /// The Redis key of `key` in `container`.
+    /// The Redis key of `key` in `container`, built in one allocation.
     pub(crate) fn entry(&self, container: &str, key: &str) -> String {
-        let mut entry = self.container(container);
+        // `:{`, at most 20 digits, `:`, `}:`.
+        let mut entry = String::with_capacity(self.prefix.len() + 25 + container.len() + key.len());
+        self.push_container(&mut entry, container);
         entry.push_str(key);
         entry
     }
 
     /// A glob pattern (`SCAN ... MATCH`) that matches every key of `container` and no other.
     pub(crate) fn pattern(&self, container: &str) -> String {
-        let literal = self.container(container);
+        let mut literal = String::new();
+        self.push_container(&mut literal, container);
         let mut pattern = String::with_capacity(literal.len() + 8);
         for c in literal.chars() {
             if matches!(c, '*' | '?' | '[' | ']' | '\\') {
@@ -48,9 +53,10 @@ impl Keys {
         pattern
     }
 
-    /// `PREFIX:{LEN:CONTAINER}:`, the start of every key of `container`.
-    fn container(&self, container: &str) -> String {
-        format!("{}:{{{}:{container}}}:", self.prefix, container.len())
+    /// Appends `PREFIX:{LEN:CONTAINER}:`, the start of every key of `container`, to `out`.
+    fn push_container(&self, out: &mut String, container: &str) {
+        write!(out, "{}:{{{}:{container}}}:", self.prefix, container.len())
+            .expect("writing to a String cannot fail");
     }
 }
 
