@@ -5,49 +5,28 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use diesel::RunQueryDsl;
 use diesel::connection::SimpleConnection;
-use diesel::sql_types::{BigInt, Binary, Nullable, Text};
-use diesel::{QueryableByName, RunQueryDsl};
 use kvcache_core::{Backend, BackendConfig, Clock, Error, Result, expires_at};
-use sha2::{Digest, Sha256};
 
 use crate::config::SqlConfig;
 use crate::pool::{Failure, Pool, with_connection};
-use crate::sql::{COLUMNS, Statements};
-
-/// Keys looked up per statement: far below every database's limit on bind parameters.
-const BATCH: usize = 500;
+use crate::query::Statement;
+use crate::sql::{BATCH, COLUMNS, Entry, EntrySql, Hash, Hashed, Statements, hash};
 
 /// A cache in a table of a PostgreSQL, MySQL/MariaDB or SQLite database, shared by every process
 /// that names the same table.
 ///
-/// Connections come from a pool of `pool_size`; each is checked before use, so a database that
-/// went away and came back is used again without rebuilding the backend. Calls made while it is
-/// away fail with an [`Error::Backend`] after `connect_timeout`.
+/// Connections come from a pool of `pool_size`. A statement that finds its connection dead runs
+/// again on another, so a database that went away and came back is used again without
+/// rebuilding the backend. Calls made while it is away fail with an [`Error::Backend`] within
+/// `connect_timeout`.
 pub struct SqlBackend {
     name: String,
     config: SqlConfig,
     statements: Statements,
     pool: Pool,
     clock: Arc<dyn Clock>,
-}
-
-/// One entry, as read.
-#[derive(QueryableByName)]
-struct Row {
-    #[diesel(sql_type = Binary)]
-    entry_key: Vec<u8>,
-    #[diesel(sql_type = Binary)]
-    entry_value: Vec<u8>,
-    #[diesel(sql_type = Nullable<BigInt>)]
-    expires_at: Option<i64>,
-}
-
-/// One column of a table, as the database's catalogue lists it.
-#[derive(QueryableByName)]
-struct Column {
-    #[diesel(sql_type = Text)]
-    name: String,
 }
 
 impl SqlBackend {
@@ -77,12 +56,11 @@ impl SqlBackend {
     fn ensure_table(&self) -> Result<()> {
         let mut columns = self.columns()?;
         if columns.is_empty() {
-            let created = self.call("creating", |statements| {
-                with_connection!(self.pool, |conn| statements
-                    .create
-                    .iter()
-                    .try_for_each(|statement| conn.batch_execute(statement)))
-            });
+            let create = self.statements.create();
+            let created = with_connection!(self.pool, |conn| create
+                .iter()
+                .try_for_each(|statement| conn.batch_execute(statement)))
+            .map_err(self.failed("creating"));
             columns = self.columns()?;
             // Another process may have created it at the same moment: then the columns decide.
             if columns.is_empty() {
@@ -114,26 +92,48 @@ impl SqlBackend {
 
     /// The table's column names; none when it does not exist.
     fn columns(&self) -> Result<Vec<String>> {
-        let columns: Vec<Column> = self.call("reading the columns of", |statements| {
-            with_connection!(self.pool, |conn| diesel::sql_query(&statements.columns)
-                .bind::<Text, _>(&self.config.table)
-                .load::<Column>(conn))
-        })?;
-        Ok(columns.into_iter().map(|column| column.name).collect())
+        let columns = self.statements.columns();
+        with_connection!(self.pool, |conn| columns.load(conn))
+            .map_err(self.failed("reading the columns of"))
     }
 
-    /// Runs `f`, turning its failure into an error saying it was `doing` it.
-    fn call<T>(&self, doing: &str, f: impl FnOnce(&Statements) -> Result<T, Failure>) -> Result<T> {
-        f(&self.statements).map_err(|failure| failure.into_error(&self.name, &self.config, doing))
+    /// The live entries of `container` that `select` finds, by key; deletes the expired ones
+    /// it finds in one more statement.
+    fn look_up<const KEY: u8>(
+        &self,
+        container: &Hashed<'_>,
+        select: Statement<'_, KEY, EntrySql>,
+    ) -> Result<HashMap<Vec<u8>, Vec<u8>>> {
+        let rows: Vec<Entry> = with_connection!(self.pool, |conn| select.load(conn))
+            .map_err(self.failed("reading from"))?;
+        let now = self.now();
+        let mut live = HashMap::with_capacity(rows.len());
+        let mut expired = Vec::new();
+        for (key, value, expires_at) in rows {
+            if expires_at.is_none_or(|at| now < at) {
+                live.insert(key, value);
+            } else {
+                expired.push(hash(&key));
+            }
+        }
+        if !expired.is_empty() {
+            let delete = self
+                .statements
+                .delete_expired(&container.hash, now, &expired);
+            with_connection!(self.pool, |conn| delete.execute(conn))
+                .map_err(self.failed("deleting expired entries from"))?;
+        }
+        Ok(live)
+    }
+
+    /// Turns a failure into an error saying that it happened `doing` something to the table.
+    fn failed<'a>(&'a self, doing: &'a str) -> impl FnOnce(Failure) -> Error + 'a {
+        move |failure| failure.into_error(&self.name, &self.config, doing)
     }
 
     fn now(&self) -> i64 {
         i64::try_from(self.clock.now_millis()).unwrap_or(i64::MAX)
     }
-}
-
-fn hash(bytes: &[u8]) -> Vec<u8> {
-    Sha256::digest(bytes).to_vec()
 }
 
 impl Backend for SqlBackend {
@@ -142,99 +142,50 @@ impl Backend for SqlBackend {
             let at = expires_at(self.clock.now_millis(), ttl);
             i64::try_from(at).unwrap_or(i64::MAX)
         });
-        self.call("storing into", |statements| {
-            with_connection!(self.pool, |conn| diesel::sql_query(&statements.upsert)
-                .bind::<Binary, _>(hash(container.as_bytes()))
-                .bind::<Binary, _>(hash(key.as_bytes()))
-                .bind::<Binary, _>(container.as_bytes())
-                .bind::<Binary, _>(key.as_bytes())
-                .bind::<Binary, _>(value)
-                .bind::<Nullable<BigInt>, _>(expires)
-                .execute(conn))
-        })?;
+        let (container, key) = (Hashed::new(container), Hashed::new(key));
+        let upsert = self.statements.upsert(&container, &key, value, expires);
+        with_connection!(self.pool, |conn| upsert.execute(conn))
+            .map_err(self.failed("storing into"))?;
         Ok(())
     }
 
     fn retrieve(&self, container: &str, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.retrieve_many(container, &[key])?.pop().flatten())
+        let (container, key_hash) = (Hashed::new(container), hash(key.as_bytes()));
+        let select = self.statements.select_one(&container, &key_hash);
+        Ok(self.look_up(&container, select)?.remove(key.as_bytes()))
     }
 
     fn invalidate(&self, container: &str, key: &str) -> Result<()> {
-        self.call("deleting from", |statements| {
-            with_connection!(self.pool, |conn| diesel::sql_query(&statements.delete)
-                .bind::<Binary, _>(hash(container.as_bytes()))
-                .bind::<Binary, _>(hash(key.as_bytes()))
-                .bind::<Binary, _>(container.as_bytes())
-                .bind::<Binary, _>(key.as_bytes())
-                .execute(conn))
-        })?;
+        let (container, key) = (Hashed::new(container), Hashed::new(key));
+        let delete = self.statements.delete(&container, &key);
+        with_connection!(self.pool, |conn| delete.execute(conn))
+            .map_err(self.failed("deleting from"))?;
         Ok(())
     }
 
     fn clear(&self, container: &str) -> Result<()> {
-        self.call("clearing a container in", |statements| {
-            with_connection!(self.pool, |conn| diesel::sql_query(&statements.clear)
-                .bind::<Binary, _>(hash(container.as_bytes()))
-                .bind::<Binary, _>(container.as_bytes())
-                .execute(conn))
-        })?;
+        let container = Hashed::new(container);
+        let clear = self.statements.clear(&container);
+        with_connection!(self.pool, |conn| clear.execute(conn))
+            .map_err(self.failed("clearing a container in"))?;
         Ok(())
     }
 
     fn purge_expired(&self) -> Result<()> {
-        let now = self.now();
-        self.call("purging expired entries from", |statements| {
-            with_connection!(self.pool, |conn| diesel::sql_query(&statements.purge)
-                .bind::<BigInt, _>(now)
-                .execute(conn))
-        })?;
+        let purge = self.statements.purge(self.now());
+        with_connection!(self.pool, |conn| purge.execute(conn))
+            .map_err(self.failed("purging expired entries from"))?;
         Ok(())
     }
 
-    /// Looks up to 500 keys up in one statement; deletes the expired entries it finds in one more.
+    /// Looks up to 512 keys up in one statement; deletes the expired entries it finds in one more.
     fn retrieve_many(&self, container: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
-        let container_hash = hash(container.as_bytes());
+        let container = Hashed::new(container);
         let mut found = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(BATCH) {
-            let hashes: Vec<Vec<u8>> = chunk.iter().map(|key| hash(key.as_bytes())).collect();
-            let rows: Vec<Row> = self.call("reading from", |statements| {
-                let sql = statements.select(hashes.len());
-                with_connection!(self.pool, |conn| {
-                    let query = diesel::sql_query(&sql)
-                        .into_boxed()
-                        .bind::<Binary, _>(&container_hash)
-                        .bind::<Binary, _>(container.as_bytes());
-                    hashes
-                        .iter()
-                        .fold(query, |query, hash| query.bind::<Binary, _>(hash))
-                        .load::<Row>(conn)
-                })
-            })?;
-            let now = self.now();
-            let mut live = HashMap::with_capacity(rows.len());
-            let mut expired = Vec::new();
-            for row in rows {
-                if row.expires_at.is_none_or(|at| now < at) {
-                    live.insert(row.entry_key, row.entry_value);
-                } else {
-                    expired.push(hash(&row.entry_key));
-                }
-            }
-            if !expired.is_empty() {
-                self.call("deleting expired entries from", |statements| {
-                    let sql = statements.delete_expired(expired.len());
-                    with_connection!(self.pool, |conn| {
-                        let query = diesel::sql_query(&sql)
-                            .into_boxed()
-                            .bind::<Binary, _>(&container_hash)
-                            .bind::<BigInt, _>(now);
-                        expired
-                            .iter()
-                            .fold(query, |query, hash| query.bind::<Binary, _>(hash))
-                            .execute(conn)
-                    })
-                })?;
-            }
+            let hashes: Vec<Hash> = chunk.iter().map(|key| hash(key.as_bytes())).collect();
+            let select = self.statements.select(&container, &hashes);
+            let live = self.look_up(&container, select)?;
             found.extend(chunk.iter().map(|key| live.get(key.as_bytes()).cloned()));
         }
         Ok(found)

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use kvcache_core::{BackendConfig, Error, Result};
 
-use crate::url::DatabaseUrl;
+use crate::url::{DatabaseUrl, Rules};
 
 /// The table used when `table` is not set.
 pub(crate) const DEFAULT_TABLE: &str = "kvcache";
@@ -36,7 +36,11 @@ impl SqlConfig {
             ));
         };
         let url_key = config.key(option);
-        let url = DatabaseUrl::parse(url, &url_key)?;
+        let rules = match option {
+            "sqlalchemy.url" => Rules::SqlAlchemy,
+            _ => Rules::Kvcache,
+        };
+        let url = DatabaseUrl::parse(url, &url_key, rules)?;
         let pool_size = config
             .parse::<u32>("pool_size", "a whole number of connections")?
             .unwrap_or(DEFAULT_POOL_SIZE);
@@ -126,6 +130,16 @@ mod tests {
         assert_eq!(config.pool_size, 3);
         assert_eq!(config.connect_timeout, Duration::from_millis(1500));
         assert_eq!(config.table, "Cache_2");
+    }
+
+    #[test]
+    fn each_url_key_reads_sqlite_paths_by_its_own_rule() {
+        let url = read(&[("url", "sqlite:///kv.sqlite3")]).unwrap();
+        assert_eq!(url.url.connect(), "/kv.sqlite3");
+        let sqlalchemy = read(&[("sqlalchemy.url", "sqlite:///kv.sqlite3")]).unwrap();
+        assert_eq!(sqlalchemy.url.connect(), "kv.sqlite3");
+        let sqlalchemy = read(&[("sqlalchemy.url", "sqlite:////kv.sqlite3")]).unwrap();
+        assert_eq!(sqlalchemy.url.connect(), "/kv.sqlite3");
     }
 
     #[test]

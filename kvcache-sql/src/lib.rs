@@ -8,16 +8,21 @@
 //!
 //! | option | meaning | default |
 //! |---|---|---|
-//! | `url` (alias `sqlalchemy.url`) | `postgres://` or `postgresql://`, `mysql://` or `mariadb://`, or `sqlite://PATH` | required |
+//! | `url` | `postgres://` or `postgresql://`, `mysql://` or `mariadb://`, or `sqlite://PATH` with the path as written: `sqlite://kv.sqlite3` is relative to the working directory, `sqlite:///var/cache/kv.sqlite3` absolute | required, or `sqlalchemy.url` |
+//! | `sqlalchemy.url` | instead of `url`, as an original configuration writes it, by SQLAlchemy's rules: `sqlite:///kv.sqlite3` is relative, `sqlite:////var/cache/kv.sqlite3` absolute, and a driver may follow the scheme (`postgresql+psycopg2://`, `mysql+pymysql://`) | |
 //! | `pool_size` | the most connections held open | `10` |
 //! | `connect_timeout` | how long connecting, or waiting for a free connection, may take; on SQLite also for another writer's lock | `5s` |
 //! | `table` | the table's name: ASCII letters, digits and `_` | `kvcache` |
 //!
-//! `sqlite://PATH` takes the path as written: `sqlite://kv.sqlite3` is relative to the working
-//! directory, `sqlite:///var/cache/kv.sqlite3` absolute. Each database needs its cargo feature:
-//! `postgres`, `mysql` or `sqlite` here, `sql-postgres`, `sql-mysql` or `sql-sqlite` in the
-//! `kvcache` facade. The original's class path `score.kvcache.backend.SQLAlchemyCache` is an alias
-//! of the kind.
+//! Each database needs its cargo feature: `postgres`, `mysql` or `sqlite` here, `sql-postgres`,
+//! `sql-mysql` or `sql-sqlite` in the `kvcache` facade. The original's class path
+//! `score.kvcache.backend.SQLAlchemyCache` is an alias of the kind.
+//!
+//! Reading, writing or deleting a key, or reading up to 512 keys, is one statement and one
+//! round trip: each connection prepares each statement once, and is not checked before use.
+//! A statement that finds its connection dead (the server restarted) runs again on another,
+//! up to a new one, so a database that went away and came back is used again without
+//! rebuilding the cache; calls made while it is away fail within `connect_timeout`.
 //!
 //! | database | keys and values | expiry (Unix ms) | one upsert |
 //! |---|---|---|---|
@@ -50,6 +55,7 @@
 mod backend;
 mod config;
 mod pool;
+mod query;
 mod sql;
 mod url;
 

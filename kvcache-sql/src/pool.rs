@@ -1,6 +1,14 @@
-//! Pools of connections to whichever database the URL names, and running code on one.
+//! Pools of connections to whichever database the URL names, and running a statement on one.
+//!
+//! A connection is not checked when it leaves the pool: that would cost a round trip per call.
+//! Instead, a statement that fails on a connection that turns out to be dead (the server
+//! restarted, or went away) runs again on the next one, up to a newly opened one; every
+//! statement of the backend can run twice without harm. The dead connection is dropped.
 
-use diesel::r2d2::{self, ConnectionManager, ManageConnection, NopErrorHandler, R2D2Connection};
+use std::marker::PhantomData;
+use std::time::Instant;
+
+use diesel::r2d2::{self, ManageConnection, NopErrorHandler, R2D2Connection};
 use diesel::result::DatabaseErrorKind;
 use kvcache_core::{Error, Result};
 
@@ -13,11 +21,55 @@ const RETRIES: u32 = 5;
 /// A pool of connections to one database, of the type its cargo feature compiles in.
 pub(crate) enum Pool {
     #[cfg(feature = "postgres")]
-    Postgres(r2d2::Pool<ConnectionManager<diesel::PgConnection>>),
+    Postgres(r2d2::Pool<Manager<diesel::PgConnection>>),
     #[cfg(feature = "mysql")]
-    Mysql(r2d2::Pool<ConnectionManager<diesel::MysqlConnection>>),
+    Mysql(r2d2::Pool<Manager<diesel::MysqlConnection>>),
     #[cfg(feature = "sqlite")]
-    Sqlite(r2d2::Pool<ConnectionManager<diesel::SqliteConnection>>),
+    Sqlite(r2d2::Pool<Manager<diesel::SqliteConnection>>),
+}
+
+/// Opens connections of type `C`, and tells r2d2 which ones to drop.
+pub(crate) struct Manager<C> {
+    /// What the driver connects with. It may hold the password: never show it.
+    url: String,
+    /// Statements run on each new connection.
+    setup: Option<String>,
+    connection: PhantomData<fn() -> C>,
+}
+
+/// A pooled connection, and whether it was found dead and must not go back to the pool.
+pub(crate) struct Conn<C> {
+    diesel: C,
+    dead: bool,
+}
+
+impl<C: R2D2Connection + 'static> ManageConnection for Manager<C> {
+    type Connection = Conn<C>;
+    type Error = r2d2::Error;
+
+    fn connect(&self) -> Result<Conn<C>, r2d2::Error> {
+        let mut diesel = C::establish(&self.url).map_err(r2d2::Error::ConnectionError)?;
+        if let Some(setup) = &self.setup {
+            diesel
+                .batch_execute(setup)
+                .map_err(r2d2::Error::QueryError)?;
+        }
+        Ok(Conn {
+            diesel,
+            dead: false,
+        })
+    }
+
+    /// A round trip (`SELECT 1`). r2d2 asks only on check-out, which is off; [`run`] pings
+    /// the same way, after a failure only.
+    fn is_valid(&self, conn: &mut Conn<C>) -> Result<(), r2d2::Error> {
+        conn.diesel.ping().map_err(r2d2::Error::QueryError)
+    }
+
+    /// Dead, left inside a transaction, or dropped by a panic in the middle of a statement.
+    fn has_broken(&self, conn: &mut Conn<C>) -> bool {
+        conn.dead || std::thread::panicking() || conn.diesel.is_broken()
+    }
 }
 
 /// Why a call on a connection failed.
@@ -59,44 +111,85 @@ impl Failure {
 /// Runs `$body` with `$conn` bound to `&mut C`, a connection from the pool `$pool` of whichever
 /// connection type `C` it holds. `$body` is a `QueryResult<T>`; the whole a `Result<T, Failure>`.
 macro_rules! with_connection {
-    ($pool:expr, |$conn:ident| $body:expr) => {
-        match $pool {
+    ($pool:expr, |$conn:ident| $body:expr) => {{
+        // Typed, for the build with no database, where the match has no arm.
+        let result: Result<_, $crate::pool::Failure> = match $pool {
             #[cfg(feature = "postgres")]
             $crate::pool::Pool::Postgres(ref pool) => $crate::pool::run(pool, |$conn| $body),
             #[cfg(feature = "mysql")]
             $crate::pool::Pool::Mysql(ref pool) => $crate::pool::run(pool, |$conn| $body),
             #[cfg(feature = "sqlite")]
             $crate::pool::Pool::Sqlite(ref pool) => $crate::pool::run(pool, |$conn| $body),
-        }
-    };
+        };
+        result
+    }};
 }
 pub(crate) use with_connection;
 
-/// Runs `f` on a connection from `pool`: one checked out and found alive, or a new one.
+/// Runs `f` on a connection from `pool`, within the pool's connection timeout in all.
 ///
-/// Every statement runs alone in its own transaction, so when the database picks it as the
-/// victim of a deadlock (MySQL's InnoDB does so between range deletes and upserts) or of a
-/// serialization failure, running it again is safe, and is what the database asks for.
+/// When `f` fails and its connection is dead, `f` runs again on another one: at most
+/// `pool_size + 1` times in all, enough to get past every idle connection to a new one. An
+/// error of the statement itself, on a live connection, is returned as it is.
 pub(crate) fn run<C, T>(
-    pool: &r2d2::Pool<ConnectionManager<C>>,
+    pool: &r2d2::Pool<Manager<C>>,
     mut f: impl FnMut(&mut C) -> diesel::QueryResult<T>,
 ) -> Result<T, Failure>
 where
     C: R2D2Connection + 'static,
 {
-    let mut connection = pool.get().map_err(Failure::Connect)?;
+    let deadline = Instant::now() + pool.connection_timeout();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let mut conn = pool
+            .get_timeout(deadline.saturating_duration_since(Instant::now()))
+            .map_err(Failure::Connect)?;
+        match run_once(&mut conn.diesel, &mut f) {
+            Ok(value) => return Ok(value),
+            Err(error) => {
+                conn.dead = is_lost(&error) || conn.diesel.ping().is_err();
+                if !(conn.dead && attempts <= pool.max_size()) {
+                    return Err(Failure::Query(error));
+                }
+            }
+        }
+    }
+}
+
+/// Runs `f` on `conn`, again when the database picked it as the victim of a deadlock.
+///
+/// Every statement runs alone in its own transaction, so when the database picks it as the
+/// victim of a deadlock (MySQL's InnoDB does so between range deletes and upserts) or of a
+/// serialization failure, running it again is safe, and is what the database asks for.
+fn run_once<C, T>(
+    conn: &mut C,
+    f: &mut impl FnMut(&mut C) -> diesel::QueryResult<T>,
+) -> diesel::QueryResult<T> {
     let mut retries = 0;
     loop {
-        match f(&mut connection) {
+        match f(conn) {
             Err(diesel::result::Error::DatabaseError(
                 DatabaseErrorKind::SerializationFailure,
                 _,
             )) if retries < RETRIES => {
                 retries += 1;
             }
-            result => return result.map_err(Failure::Query),
+            result => return result,
         }
     }
+}
+
+/// Whether the driver says that `error` lost the connection. Where it cannot tell (MySQL's
+/// "server has gone away" is of no particular kind), a failed ping does.
+fn is_lost(error: &diesel::result::Error) -> bool {
+    matches!(
+        error,
+        diesel::result::Error::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _
+        )
+    )
 }
 
 impl Pool {
@@ -112,21 +205,20 @@ impl Pool {
             #[cfg(feature = "postgres")]
             Database::Postgres => {
                 let url = postgres_url(url, config.connect_timeout);
-                builder(config)
-                    .build(ConnectionManager::new(url))
-                    .map(Pool::Postgres)
+                build(config, url, None).map(Pool::Postgres)
             }
             #[cfg(feature = "mysql")]
-            Database::Mysql => builder(config)
-                .build(ConnectionManager::new(url))
-                .map(Pool::Mysql),
+            Database::Mysql => build(config, url.to_owned(), None).map(Pool::Mysql),
+            // Wait for another writer's lock instead of failing at once, and write ahead so
+            // that readers never wait for a writer.
             #[cfg(feature = "sqlite")]
-            Database::Sqlite => builder(config)
-                .connection_customizer(Box::new(SqliteSetup {
-                    busy_timeout_ms: config.connect_timeout.as_millis(),
-                }))
-                .build(ConnectionManager::new(url))
-                .map(Pool::Sqlite),
+            Database::Sqlite => {
+                let setup = format!(
+                    "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL;",
+                    config.connect_timeout.as_millis()
+                );
+                build(config, url.to_owned(), Some(setup)).map(Pool::Sqlite)
+            }
             #[allow(
                 unreachable_patterns,
                 reason = "reached when a database's feature is off"
@@ -147,14 +239,25 @@ impl Pool {
     }
 }
 
-/// A pool builder with `config`'s size and timeout.
-fn builder<M: ManageConnection>(config: &SqlConfig) -> r2d2::Builder<M> {
+/// A pool of `config`'s size and timeout, of connections to `url` set up with `setup`; it
+/// returns once one connection is open.
+fn build<C: R2D2Connection + 'static>(
+    config: &SqlConfig,
+    url: String,
+    setup: Option<String>,
+) -> Result<r2d2::Pool<Manager<C>>, r2d2::PoolError> {
     r2d2::Pool::builder()
         .max_size(config.pool_size)
         .min_idle(Some(1))
         .connection_timeout(config.connect_timeout)
+        .test_on_check_out(false)
         // Connection errors reach the caller, scrubbed of the password, as errors.
         .error_handler(Box::new(NopErrorHandler))
+        .build(Manager {
+            url,
+            setup,
+            connection: PhantomData,
+        })
 }
 
 /// `url` with libpq's `connect_timeout` (whole seconds) unless it sets one.
@@ -166,27 +269,6 @@ fn postgres_url(url: &str, timeout: std::time::Duration) -> String {
     let seconds = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
     let separator = if url.contains('?') { '&' } else { '?' };
     format!("{url}{separator}connect_timeout={seconds}")
-}
-
-/// Sets up each new SQLite connection: wait for locks instead of failing at once, and write
-/// ahead so that readers never wait for a writer.
-#[cfg(feature = "sqlite")]
-#[derive(Debug)]
-struct SqliteSetup {
-    busy_timeout_ms: u128,
-}
-
-#[cfg(feature = "sqlite")]
-impl r2d2::CustomizeConnection<diesel::SqliteConnection, r2d2::Error> for SqliteSetup {
-    fn on_acquire(&self, connection: &mut diesel::SqliteConnection) -> Result<(), r2d2::Error> {
-        use diesel::connection::SimpleConnection;
-        connection
-            .batch_execute(&format!(
-                "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL;",
-                self.busy_timeout_ms
-            ))
-            .map_err(r2d2::Error::QueryError)
-    }
 }
 
 #[cfg(test)]
@@ -227,9 +309,9 @@ mod tests {
             ("sqlite://kv.sqlite3", "`sql-sqlite`")
         };
         let config = SqlConfig::read(&BackendConfig::new("db", "sql").option("url", url)).unwrap();
-        let Err(error) = Pool::connect("db", &config) else {
-            panic!("{url}: connected with its feature off");
-        };
+        let error = Pool::connect("db", &config)
+            .err()
+            .unwrap_or_else(|| panic!("{url}: connected with its feature off"));
         let error = error.to_string();
         assert!(
             error.starts_with("backend.db.url: ") && error.contains(feature),

@@ -1,4 +1,4 @@
-//! The SQL text of every statement, per database, for one table.
+//! The statements, per database, for one table: their SQL text and their binds.
 //!
 //! A row is one entry. Its primary key is (`container_hash`, `key_hash`): the SHA-256 of the
 //! container's name and of the key, a fixed 32 bytes whatever the key's length. The full
@@ -6,7 +6,14 @@
 //! is a miss, never another key's value. Names and keys are stored as bytes, compared exactly on
 //! every database (no collation, trailing spaces kept, NUL allowed). `expires_at` is in Unix
 //! milliseconds, NULL for no expiry; an entry is live while now < `expires_at`.
+//!
+//! Each connection prepares each text once (see `query.rs`), so the texts are a bounded set:
+//! a look-up of n keys binds the next power of two of hashes, the last one repeated.
 
+use diesel::sql_types::{BigInt, Binary, Nullable, Text};
+use sha2::{Digest, Sha256};
+
+use crate::query::{BY_TEXT, Bind, Statement};
 use crate::url::Database;
 
 /// The columns of a kvcache table, in order.
@@ -19,24 +26,62 @@ pub(crate) const COLUMNS: [&str; 6] = [
     "expires_at",
 ];
 
-/// The statements for one table on one database. Binds are listed as `(name: SQL type)`.
+/// The most keys one statement looks up: far below every database's limit on bind parameters.
+pub(crate) const BATCH: usize = 512;
+
+// The keys that name the statements of fixed text (see `query.rs`).
+const SELECT_ONE: u8 = 1;
+const UPSERT: u8 = 2;
+const DELETE: u8 = 3;
+const CLEAR: u8 = 4;
+const PURGE: u8 = 5;
+const COLUMNS_OF: u8 = 6;
+
+/// The SHA-256 of a container's name or of a key.
+pub(crate) type Hash = [u8; 32];
+
+/// The SQL type of the rows a look-up returns: `entry_key`, `entry_value`, `expires_at`.
+pub(crate) type EntrySql = (Binary, Binary, Nullable<BigInt>);
+/// A row a look-up returns: the key, the value, and when it expires.
+pub(crate) type Entry = (Vec<u8>, Vec<u8>, Option<i64>);
+
+/// A container's name or a key, with its hash.
+#[derive(Debug)]
+pub(crate) struct Hashed<'a> {
+    pub(crate) text: &'a str,
+    pub(crate) hash: Hash,
+}
+
+impl<'a> Hashed<'a> {
+    pub(crate) fn new(text: &'a str) -> Self {
+        Hashed {
+            text,
+            hash: hash(text.as_bytes()),
+        }
+    }
+}
+
+/// The SHA-256 of `bytes`.
+pub(crate) fn hash(bytes: &[u8]) -> Hash {
+    Sha256::digest(bytes).into()
+}
+
+/// The statements for one table on one database.
 #[derive(Debug)]
 pub(crate) struct Statements {
     database: Database,
-    table: String,
-    /// Creates the table and its index when absent.
-    pub(crate) create: Vec<String>,
-    /// `(table: Text)` → the table's column names, as `name`; none when the table is absent.
-    pub(crate) columns: String,
-    /// `(container_hash, key_hash, container, entry_key, entry_value: Binary,
-    /// expires_at: Nullable<BigInt>)`: inserts or replaces one entry.
-    pub(crate) upsert: String,
-    /// `(container_hash, key_hash, container, entry_key: Binary)`: deletes one entry.
-    pub(crate) delete: String,
-    /// `(container_hash, container: Binary)`: deletes a container's entries.
-    pub(crate) clear: String,
-    /// `(now: BigInt)`: deletes every expired entry.
-    pub(crate) purge: String,
+    /// The table's name, unquoted.
+    name: String,
+    create: Vec<String>,
+    columns: String,
+    upsert: String,
+    delete: String,
+    clear: String,
+    purge: String,
+    /// Look-ups of 1, 2, 4... [`BATCH`] key hashes.
+    selects: Vec<String>,
+    /// Deletes of 1, 2, 4... [`BATCH`] expired entries.
+    deletes_expired: Vec<String>,
 }
 
 impl Statements {
@@ -71,18 +116,17 @@ impl Statements {
         let columns = match database {
             Database::Postgres => "SELECT CAST(column_name AS TEXT) AS name \
                                   FROM information_schema.columns \
-                                  WHERE table_schema = current_schema() AND table_name = $1"
+                                  WHERE table_schema = current_schema() AND table_name = ?"
                 .to_owned(),
             Database::Mysql => "SELECT column_name AS name FROM information_schema.columns \
                                 WHERE table_schema = DATABASE() AND table_name = ?"
                 .to_owned(),
             Database::Sqlite => "SELECT name FROM pragma_table_info(?)".to_owned(),
         };
-        let p = |n| placeholder(database, n);
         let insert = format!(
             "INSERT INTO {quoted} ({}) VALUES ({})",
             COLUMNS.join(", "),
-            (1..=COLUMNS.len()).map(p).collect::<Vec<_>>().join(", ")
+            placeholders(COLUMNS.len())
         );
         // The hashes stay; everything else is the new entry's.
         let assignments = |assign: fn(&str) -> String| {
@@ -102,60 +146,176 @@ impl Statements {
                 assignments(|c| format!("{c} = excluded.{c}"))
             ),
         };
+        let counts = || (0..=BATCH.trailing_zeros()).map(|power| 1 << power);
         Statements {
             database,
+            name: table.to_owned(),
             create,
             columns,
             upsert,
             delete: format!(
-                "DELETE FROM {quoted} WHERE container_hash = {} AND key_hash = {} \
-                 AND container = {} AND entry_key = {}",
-                p(1),
-                p(2),
-                p(3),
-                p(4)
+                "DELETE FROM {quoted} WHERE container_hash = ? AND key_hash = ? \
+                 AND container = ? AND entry_key = ?"
             ),
-            clear: format!(
-                "DELETE FROM {quoted} WHERE container_hash = {} AND container = {}",
-                p(1),
-                p(2)
-            ),
-            purge: expired_rows(database, &quoted, &format!("expires_at <= {}", p(1))),
-            table: quoted,
+            clear: format!("DELETE FROM {quoted} WHERE container_hash = ? AND container = ?"),
+            purge: expired_rows(database, &quoted, "expires_at <= ?"),
+            selects: counts()
+                .map(|count| {
+                    format!(
+                        "SELECT entry_key, entry_value, expires_at FROM {quoted} \
+                         WHERE container_hash = ? AND container = ? AND key_hash IN ({})",
+                        placeholders(count)
+                    )
+                })
+                .collect(),
+            deletes_expired: counts()
+                .map(|count| {
+                    let condition = format!(
+                        "container_hash = ? AND expires_at <= ? AND key_hash IN ({})",
+                        placeholders(count)
+                    );
+                    expired_rows(database, &quoted, &condition)
+                })
+                .collect(),
         }
     }
 
-    /// `(container_hash, container: Binary, key_hash: Binary × count)` → `entry_key`,
-    /// `entry_value`, `expires_at` of the container's entries under those hashes.
-    pub(crate) fn select(&self, count: usize) -> String {
-        format!(
-            "SELECT entry_key, entry_value, expires_at FROM {} \
-             WHERE container_hash = {} AND container = {} AND key_hash IN ({})",
-            self.table,
-            placeholder(self.database, 1),
-            placeholder(self.database, 2),
-            self.placeholders(3, count)
+    /// Creates the table and its index when absent: statements without binds.
+    pub(crate) fn create(&self) -> &[String] {
+        &self.create
+    }
+
+    /// The table's column names, as `Text`; none when the table is absent.
+    pub(crate) fn columns(&self) -> Statement<'_, COLUMNS_OF, Text> {
+        Statement::new(&self.columns, vec![Bind::Text(&self.name)]).returning()
+    }
+
+    /// Inserts or replaces the entry of `key` in `container`.
+    pub(crate) fn upsert<'a>(
+        &'a self,
+        container: &'a Hashed<'a>,
+        key: &'a Hashed<'a>,
+        value: &'a [u8],
+        expires_at: Option<i64>,
+    ) -> Statement<'a, UPSERT> {
+        Statement::new(
+            &self.upsert,
+            vec![
+                Bind::Bytes(&container.hash),
+                Bind::Bytes(&key.hash),
+                Bind::Bytes(container.text.as_bytes()),
+                Bind::Bytes(key.text.as_bytes()),
+                Bind::Bytes(value),
+                Bind::Int(expires_at),
+            ],
         )
     }
 
-    /// `(container_hash: Binary, now: BigInt, key_hash: Binary × count)`: deletes the entries
-    /// under those hashes that have expired by now.
-    pub(crate) fn delete_expired(&self, count: usize) -> String {
-        let condition = format!(
-            "container_hash = {} AND expires_at <= {} AND key_hash IN ({})",
-            placeholder(self.database, 1),
-            placeholder(self.database, 2),
-            self.placeholders(3, count)
-        );
-        expired_rows(self.database, &self.table, &condition)
+    /// Deletes the entry of `key` in `container`.
+    pub(crate) fn delete<'a>(
+        &'a self,
+        container: &'a Hashed<'a>,
+        key: &'a Hashed<'a>,
+    ) -> Statement<'a, DELETE> {
+        Statement::new(
+            &self.delete,
+            vec![
+                Bind::Bytes(&container.hash),
+                Bind::Bytes(&key.hash),
+                Bind::Bytes(container.text.as_bytes()),
+                Bind::Bytes(key.text.as_bytes()),
+            ],
+        )
     }
 
-    fn placeholders(&self, first: usize, count: usize) -> String {
-        (first..first + count)
-            .map(|n| placeholder(self.database, n))
-            .collect::<Vec<_>>()
-            .join(", ")
+    /// Deletes the entries of `container`.
+    pub(crate) fn clear<'a>(&'a self, container: &'a Hashed<'a>) -> Statement<'a, CLEAR> {
+        Statement::new(
+            &self.clear,
+            vec![
+                Bind::Bytes(&container.hash),
+                Bind::Bytes(container.text.as_bytes()),
+            ],
+        )
     }
+
+    /// Deletes every entry expired by `now`.
+    pub(crate) fn purge(&self, now: i64) -> Statement<'_, PURGE> {
+        let binds = vec![Bind::Int(Some(now)); self.purge.matches('?').count()];
+        Statement::new(&self.purge, binds)
+    }
+
+    /// The entry of `container` under `hash`: the look-up of one key.
+    pub(crate) fn select_one<'a>(
+        &'a self,
+        container: &'a Hashed<'a>,
+        hash: &'a Hash,
+    ) -> Statement<'a, SELECT_ONE, EntrySql> {
+        let binds = vec![
+            Bind::Bytes(&container.hash),
+            Bind::Bytes(container.text.as_bytes()),
+            Bind::Bytes(hash),
+        ];
+        Statement::new(&self.selects[0], binds).returning()
+    }
+
+    /// The entries of `container` under `hashes` (1 to [`BATCH`] of them).
+    pub(crate) fn select<'a>(
+        &'a self,
+        container: &'a Hashed<'a>,
+        hashes: &'a [Hash],
+    ) -> Statement<'a, BY_TEXT, EntrySql> {
+        let (sql, hashes) = padded(&self.selects, hashes);
+        let binds = [
+            Bind::Bytes(&container.hash),
+            Bind::Bytes(container.text.as_bytes()),
+        ]
+        .into_iter()
+        .chain(hashes)
+        .collect();
+        Statement::new(sql, binds).returning()
+    }
+
+    /// Deletes the entries of the container hashed `container` under `hashes` (1 to [`BATCH`]
+    /// of them) that have expired by `now`.
+    pub(crate) fn delete_expired<'a>(
+        &'a self,
+        container: &'a Hash,
+        now: i64,
+        hashes: &'a [Hash],
+    ) -> Statement<'a, BY_TEXT> {
+        let (sql, hashes) = padded(&self.deletes_expired, hashes);
+        let condition = [Bind::Bytes(container), Bind::Int(Some(now))]
+            .into_iter()
+            .chain(hashes);
+        // PostgreSQL's text states the condition twice.
+        let times = match self.database {
+            Database::Postgres => 2,
+            Database::Mysql | Database::Sqlite => 1,
+        };
+        let binds = std::iter::repeat_n(condition, times).flatten().collect();
+        Statement::new(sql, binds)
+    }
+}
+
+/// The text of `texts` (of 1, 2, 4... hashes) for `hashes`, and the binds of `hashes` padded
+/// to its count by repeating the last.
+fn padded<'a>(
+    texts: &'a [String],
+    hashes: &'a [Hash],
+) -> (&'a str, impl Iterator<Item = Bind<'a>> + Clone) {
+    assert!(
+        (1..=BATCH).contains(&hashes.len()),
+        "{} hashes in one statement",
+        hashes.len()
+    );
+    let count = hashes.len().next_power_of_two();
+    let last = &hashes[hashes.len() - 1];
+    let binds = hashes
+        .iter()
+        .chain(std::iter::repeat_n(last, count - hashes.len()))
+        .map(|hash| Bind::Bytes(hash));
+    (&texts[count.trailing_zeros() as usize], binds)
 }
 
 /// Deletes the rows of `table` that meet `condition`, which implies that they have expired.
@@ -174,17 +334,29 @@ fn expired_rows(database: Database, table: &str, condition: &str) -> String {
     }
 }
 
-/// The `n`th bind parameter (from 1): `$n` on PostgreSQL, `?` elsewhere.
-fn placeholder(database: Database, n: usize) -> String {
-    match database {
-        Database::Postgres => format!("${n}"),
-        Database::Mysql | Database::Sqlite => "?".to_owned(),
-    }
+/// `count` binds: `?, ?, ?`.
+fn placeholders(count: usize) -> String {
+    vec!["?"; count].join(", ")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hashes(count: u8) -> Vec<Hash> {
+        (0..count).map(|i| [i; 32]).collect()
+    }
+
+    /// The bytes of each bind that is one.
+    fn bytes<'a>(binds: &[Bind<'a>]) -> Vec<&'a [u8]> {
+        binds
+            .iter()
+            .filter_map(|bind| match bind {
+                Bind::Bytes(bytes) => Some(*bytes),
+                _ => None,
+            })
+            .collect()
+    }
 
     #[test]
     fn one_upsert_per_database() {
@@ -192,7 +364,7 @@ mod tests {
         assert_eq!(
             pg.upsert,
             "INSERT INTO \"kv\" (container_hash, key_hash, container, entry_key, entry_value, \
-             expires_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (container_hash, key_hash) \
+             expires_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (container_hash, key_hash) \
              DO UPDATE SET container = excluded.container, entry_key = excluded.entry_key, \
              entry_value = excluded.entry_value, expires_at = excluded.expires_at"
         );
@@ -209,18 +381,42 @@ mod tests {
             "{}",
             mysql.upsert
         );
+        let (container, key) = (Hashed::new("c"), Hashed::new("k"));
+        let upsert = pg.upsert(&container, &key, b"v", Some(7));
+        assert_eq!(
+            bytes(upsert.binds()),
+            [&hash(b"c")[..], &hash(b"k")[..], b"c", b"k", b"v"]
+        );
+        assert!(matches!(upsert.binds()[5], Bind::Int(Some(7))));
     }
 
     #[test]
-    fn batches_number_their_binds() {
-        let pg = Statements::new(Database::Postgres, "kv");
-        assert!(
-            pg.select(3).ends_with("key_hash IN ($3, $4, $5)"),
-            "{}",
-            pg.select(3)
-        );
+    fn look_ups_bind_a_power_of_two_of_hashes_repeating_the_last() {
         let sqlite = Statements::new(Database::Sqlite, "kv");
-        assert!(sqlite.delete_expired(2).ends_with("key_hash IN (?, ?)"));
+        let container = Hashed::new("c");
+        let three = hashes(3);
+        let select = sqlite.select(&container, &three);
+        assert!(
+            select.sql().ends_with("key_hash IN (?, ?, ?, ?)"),
+            "{}",
+            select.sql()
+        );
+        assert_eq!(
+            bytes(select.binds()),
+            [
+                &hash(b"c")[..],
+                b"c",
+                &[0; 32],
+                &[1; 32],
+                &[2; 32],
+                &[2; 32]
+            ]
+        );
+        let one = hashes(1);
+        assert!(sqlite.select(&container, &one).sql().ends_with("IN (?)"));
+        let all = vec![[0; 32]; BATCH];
+        assert_eq!(sqlite.select(&container, &all).binds().len(), 2 + BATCH);
+        assert_eq!(sqlite.selects.len(), 10, "1, 2, 4... 512 hashes");
     }
 
     #[test]
@@ -228,16 +424,58 @@ mod tests {
         let pg = Statements::new(Database::Postgres, "kv");
         assert_eq!(
             pg.purge,
-            "DELETE FROM \"kv\" WHERE expires_at <= $1 AND (container_hash, key_hash) IN \
-             (SELECT container_hash, key_hash FROM \"kv\" WHERE expires_at <= $1 \
+            "DELETE FROM \"kv\" WHERE expires_at <= ? AND (container_hash, key_hash) IN \
+             (SELECT container_hash, key_hash FROM \"kv\" WHERE expires_at <= ? \
              FOR UPDATE SKIP LOCKED)"
         );
+        assert_eq!(pg.purge(5).binds().len(), 2);
+        let two = hashes(2);
+        let delete = pg.delete_expired(&[9; 32], 5, &two);
         assert!(
-            pg.delete_expired(1)
-                .ends_with("key_hash IN ($3) FOR UPDATE SKIP LOCKED)")
+            delete
+                .sql()
+                .ends_with("key_hash IN (?, ?) FOR UPDATE SKIP LOCKED)")
         );
+        let condition: [&[u8]; 3] = [&[9; 32], &[0; 32], &[1; 32]];
+        assert_eq!(bytes(delete.binds()), [condition, condition].concat());
         let mysql = Statements::new(Database::Mysql, "kv");
         assert_eq!(mysql.purge, "DELETE FROM `kv` WHERE expires_at <= ?");
+        assert_eq!(mysql.delete_expired(&[9; 32], 5, &two).binds().len(), 4);
+    }
+
+    #[test]
+    fn fixed_texts_are_found_by_distinct_names_varying_ones_by_text() {
+        use diesel::query_builder::QueryId;
+
+        fn key<T: QueryId>(_: &T) -> Option<std::any::TypeId> {
+            T::query_id()
+        }
+        let pg = Statements::new(Database::Postgres, "kv");
+        let (container, key_) = (Hashed::new("c"), Hashed::new("k"));
+        let one = hashes(1);
+        let select_one = pg.select_one(&container, &one[0]);
+        assert_eq!(select_one.sql(), pg.select(&container, &one).sql());
+        let mut named = vec![
+            key(&select_one),
+            key(&pg.upsert(&container, &key_, b"v", None)),
+            key(&pg.delete(&container, &key_)),
+            key(&pg.clear(&container)),
+            key(&pg.purge(0)),
+            key(&pg.columns()),
+        ];
+        assert!(named.iter().all(Option::is_some));
+        named.sort();
+        named.dedup();
+        assert_eq!(named.len(), 6, "one name per text");
+        assert_eq!(key(&pg.select(&container, &one)), None);
+        assert_eq!(key(&pg.delete_expired(&[0; 32], 0, &one)), None);
+    }
+
+    #[test]
+    #[should_panic(expected = "0 hashes in one statement")]
+    fn a_look_up_of_no_key_is_a_bug() {
+        let sqlite = Statements::new(Database::Sqlite, "kv");
+        let _ = sqlite.select(&Hashed::new("c"), &[]);
     }
 
     #[test]

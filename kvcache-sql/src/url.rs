@@ -32,6 +32,17 @@ impl Database {
     }
 }
 
+/// Whose rules a URL follows: they differ on SQLite paths and driver names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rules {
+    /// kvcache's `url`: `sqlite://PATH` takes the path as written.
+    Kvcache,
+    /// SQLAlchemy's, for `sqlalchemy.url` from an original configuration: `sqlite:///rel.db`
+    /// is relative, `sqlite:////abs.db` absolute, and a driver may follow the scheme after `+`
+    /// (`postgresql+psycopg2://`).
+    SqlAlchemy,
+}
+
 /// A parsed `url` option. Neither its `Debug` nor its [`target`](DatabaseUrl::target) shows
 /// the password; driver messages go through [`scrub`](DatabaseUrl::scrub).
 pub(crate) struct DatabaseUrl {
@@ -45,20 +56,25 @@ pub(crate) struct DatabaseUrl {
 }
 
 impl DatabaseUrl {
-    /// Parses `text`, the value of the configuration key `key`.
+    /// Parses `text`, the value of the configuration key `key`, by `rules`.
     ///
     /// The error never repeats the URL: it may hold a password.
-    pub(crate) fn parse(text: &str, key: &str) -> Result<Self> {
+    pub(crate) fn parse(text: &str, key: &str, rules: Rules) -> Result<Self> {
         let text = text.trim();
         let expected = "expected a URL starting with postgres://, postgresql://, mysql://, \
                         mariadb:// or sqlite://";
         let Some((scheme, rest)) = text.split_once("://") else {
             return Err(Error::config(key, format!("{expected}; it has no `://`")));
         };
+        let scheme = match rules {
+            // `postgresql+psycopg2`: the driver is Python's business.
+            Rules::SqlAlchemy => scheme.split_once('+').map_or(scheme, |(scheme, _)| scheme),
+            Rules::Kvcache => scheme,
+        };
         match scheme.to_ascii_lowercase().as_str() {
             "postgres" | "postgresql" => Ok(Self::server(
                 Database::Postgres,
-                text.to_owned(),
+                format!("postgresql://{rest}"),
                 rest,
                 5432,
             )),
@@ -68,7 +84,10 @@ impl DatabaseUrl {
                 rest,
                 3306,
             )),
-            "sqlite" => Self::sqlite(rest, key),
+            "sqlite" => match rules {
+                Rules::Kvcache => Self::sqlite(rest, key),
+                Rules::SqlAlchemy => Self::sqlalchemy_sqlite(rest, key),
+            },
             _ => Err(Error::config(key, format!("{expected}, not `{scheme}://`"))),
         }
     }
@@ -130,6 +149,32 @@ impl DatabaseUrl {
             target: format!("SQLite file {path:?}"),
             secrets: Vec::new(),
         })
+    }
+
+    /// `sqlite:///PATH` by SQLAlchemy's rule: what follows the third `/` is the path, so
+    /// `sqlite:///kv.sqlite3` is relative and `sqlite:////var/cache/kv.sqlite3` absolute.
+    fn sqlalchemy_sqlite(rest: &str, key: &str) -> Result<Self> {
+        let forms = "SQLAlchemy's sqlite:///relative/path or sqlite:////absolute/path";
+        if rest.contains('?') {
+            return Err(Error::config(
+                key,
+                format!("expected {forms}, without options: options after `?` are not supported"),
+            ));
+        }
+        match rest.strip_prefix('/') {
+            Some(path) if !path.is_empty() && path != ":memory:" => Self::sqlite(path, key),
+            None if !rest.is_empty() => Err(Error::config(
+                key,
+                format!("expected {forms}: a SQLite URL names no host"),
+            )),
+            _ => Err(Error::config(
+                key,
+                format!(
+                    "expected {forms}: an in-memory database would give each pooled \
+                     connection a database of its own"
+                ),
+            )),
+        }
     }
 
     /// Which database it names.
@@ -205,7 +250,11 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> DatabaseUrl {
-        DatabaseUrl::parse(text, "backend.db.url").unwrap()
+        DatabaseUrl::parse(text, "backend.db.url", Rules::Kvcache).unwrap()
+    }
+
+    fn sqlalchemy(text: &str) -> Result<DatabaseUrl> {
+        DatabaseUrl::parse(text, "backend.db.sqlalchemy.url", Rules::SqlAlchemy)
     }
 
     #[test]
@@ -218,7 +267,7 @@ mod tests {
         );
         assert_eq!(
             url.connect(),
-            "postgres://user:secret@db.example:6543/cache?sslmode=disable"
+            "postgresql://user:secret@db.example:6543/cache?sslmode=disable"
         );
         let url = parse("postgresql://127.0.0.1/test");
         assert_eq!(
@@ -252,6 +301,54 @@ mod tests {
     }
 
     #[test]
+    fn sqlalchemy_sqlite_urls_have_a_third_slash_before_the_path() {
+        let relative = sqlalchemy("sqlite:///kv.sqlite3").unwrap();
+        assert_eq!(relative.database(), Database::Sqlite);
+        assert_eq!(relative.connect(), "kv.sqlite3");
+        assert_eq!(relative.target(), r#"SQLite file "kv.sqlite3""#);
+        let absolute = sqlalchemy("sqlite:////var/cache/kv.sqlite3").unwrap();
+        assert_eq!(absolute.connect(), "/var/cache/kv.sqlite3");
+        assert_eq!(
+            sqlalchemy("sqlite+pysqlite:///cache/kv.sqlite3")
+                .unwrap()
+                .connect(),
+            "cache/kv.sqlite3"
+        );
+    }
+
+    #[test]
+    fn sqlalchemy_urls_may_name_a_driver() {
+        let url = sqlalchemy("postgresql+psycopg2://user:secret@db.example/cache").unwrap();
+        assert_eq!(url.database(), Database::Postgres);
+        assert_eq!(url.connect(), "postgresql://user:secret@db.example/cache");
+        let url = sqlalchemy("mysql+pymysql://root@127.0.0.1/test").unwrap();
+        assert_eq!(url.database(), Database::Mysql);
+        assert_eq!(url.connect(), "mysql://root@127.0.0.1/test");
+        let error = DatabaseUrl::parse("postgresql+psycopg2://h/db", "url", Rules::Kvcache);
+        assert!(error.is_err(), "kvcache's `url` names no driver");
+    }
+
+    #[test]
+    fn bad_sqlalchemy_sqlite_urls_show_the_two_forms() {
+        for (text, reason) in [
+            ("sqlite://kv.sqlite3", "names no host"),
+            ("sqlite://", "in-memory"),
+            ("sqlite:///", "in-memory"),
+            ("sqlite:///:memory:", "in-memory"),
+            ("sqlite:///kv.sqlite3?timeout=5", "options after `?`"),
+        ] {
+            let error = sqlalchemy(text).unwrap_err().to_string();
+            assert!(
+                error.starts_with(
+                    "backend.db.sqlalchemy.url: expected SQLAlchemy's sqlite:///relative/path \
+                     or sqlite:////absolute/path"
+                ) && error.contains(reason),
+                "{text}: {error}"
+            );
+        }
+    }
+
+    #[test]
     fn bad_urls_are_config_errors_that_never_repeat_the_url() {
         for text in [
             "ftp://user:secret@host/db",
@@ -260,7 +357,7 @@ mod tests {
             "sqlite://:memory:",
             "sqlite://file:kv?mode=memory",
         ] {
-            let error = DatabaseUrl::parse(text, "backend.db.url")
+            let error = DatabaseUrl::parse(text, "backend.db.url", Rules::Kvcache)
                 .unwrap_err()
                 .to_string();
             assert!(error.starts_with("backend.db.url: expected"), "{error}");

@@ -2,6 +2,7 @@
 //! `mysql://root@127.0.0.1:3306/test`).
 
 mod common;
+mod mariadb_server;
 
 use std::net::TcpListener;
 
@@ -116,4 +117,17 @@ fn a_silent_server_is_an_error_within_connect_timeout() {
     let port = listener.local_addr().expect("its address").port();
     let url = format!("mariadb://kvuser:s3cret-pw@127.0.0.1:{port}/cachedb");
     common::unreachable(&url, port, "cachedb", "s3cret-pw");
+}
+
+#[test]
+fn a_server_that_goes_away_and_comes_back() {
+    let Some(server) = mariadb_server::Server::start() else {
+        return;
+    };
+    common::goes_away_and_comes_back(
+        &server.url(),
+        server.port,
+        || server.stop(),
+        || server.start_again(),
+    );
 }

@@ -9,7 +9,7 @@ use std::sync::{Mutex, PoisonError};
 
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection, RunQueryDsl};
-use kvcache_core::{Backend, BackendConfig};
+use kvcache_core::BackendConfig;
 use kvcache_sql::SqlBackend;
 
 use common::{Count, Db};
@@ -201,32 +201,10 @@ fn a_server_that_goes_away_and_comes_back() {
     let Some(cluster) = cluster::Cluster::start() else {
         return;
     };
-    let config = BackendConfig::new("db", "sql")
-        .option("url", cluster.url())
-        .option("connect_timeout", "2s")
-        .option("pool_size", "3");
-    let backend = SqlBackend::open(&config).unwrap_or_else(|error| panic!("open: {error}"));
-    backend.store("c", "k", b"before", None).expect("store");
-
-    cluster.stop();
-    let address = format!("127.0.0.1:{}", cluster.port);
-    let error = backend.retrieve("c", "k").expect_err("the server is away");
-    assert!(common::full_message(&error).contains(&address), "{error}");
-    backend
-        .store("c", "k", b"lost", None)
-        .expect_err("the server is still away");
-
-    cluster.start_again();
-    assert_eq!(
-        backend
-            .retrieve("c", "k")
-            .expect("the first call after the server is back")
-            .as_deref(),
-        Some(&b"before"[..])
-    );
-    backend.store("c", "k", b"after", None).expect("store");
-    assert_eq!(
-        backend.retrieve("c", "k").expect("retrieve").as_deref(),
-        Some(&b"after"[..])
+    common::goes_away_and_comes_back(
+        &cluster.url(),
+        cluster.port,
+        || cluster.stop(),
+        || cluster.start_again(),
     );
 }

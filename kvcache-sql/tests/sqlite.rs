@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, RunQueryDsl, SqliteConnection};
-use kvcache_core::BackendConfig;
+use kvcache_core::{Backend, BackendConfig};
 use kvcache_sql::SqlBackend;
 
 use common::{Count, Db};
@@ -32,6 +32,11 @@ impl Sqlite {
 impl Db for Sqlite {
     fn url(&self) -> String {
         format!("sqlite://{}", self.path.display())
+    }
+
+    /// `sqlite:///` and the absolute path: four slashes.
+    fn sqlalchemy_url(&self) -> String {
+        format!("sqlite:///{}", self.path.display())
     }
 
     fn execute(&self, sql: &str) -> Result<(), String> {
@@ -102,4 +107,34 @@ fn a_file_in_a_missing_directory_is_an_error_naming_it() {
         message.contains(&format!("SQLite file {:?}", path.display().to_string())),
         "{message}"
     );
+}
+
+/// `sqlalchemy.url` follows SQLAlchemy: `sqlite:///PATH` is relative to the working directory,
+/// `sqlite:////PATH` absolute; `url` takes `sqlite://PATH` as written.
+#[test]
+fn sqlalchemy_urls_are_relative_after_three_slashes_and_absolute_after_four() {
+    let db = Sqlite::new();
+    let absolute = db.path.to_str().expect("a UTF-8 path");
+    let absolute = absolute.strip_prefix('/').expect("an absolute path");
+    // The same file, from the working directory: up to the root, then down.
+    let cwd = std::env::current_dir().expect("the working directory");
+    let relative = format!("{}{absolute}", "../".repeat(cwd.components().count() - 1));
+    for (key, url) in [
+        ("sqlalchemy.url", format!("sqlite:///{relative}")),
+        ("sqlalchemy.url", format!("sqlite:////{absolute}")),
+        ("url", format!("sqlite://{relative}")),
+        ("url", format!("sqlite:///{absolute}")),
+    ] {
+        let config = BackendConfig::new("db", "sql")
+            .option(key, &url)
+            .option("table", format!("kv_{}", key.len()));
+        let backend = SqlBackend::open(&config).unwrap_or_else(|error| panic!("{url}: {error}"));
+        backend.store("c", &url, b"here", None).expect("store");
+    }
+    assert_eq!(
+        db.count("kv_14"),
+        2,
+        "both sqlalchemy.url rows are in the one file"
+    );
+    assert_eq!(db.count("kv_3"), 2, "both url rows are in the one file");
 }

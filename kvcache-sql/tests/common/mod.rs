@@ -18,6 +18,10 @@ use sha2::{Digest, Sha256};
 pub(crate) trait Db {
     /// The backend's `url` option.
     fn url(&self) -> String;
+    /// The same database as an original configuration's `sqlalchemy.url` names it.
+    fn sqlalchemy_url(&self) -> String {
+        self.url()
+    }
     /// Runs `sql`, one or more statements.
     fn execute(&self, sql: &str) -> Result<(), String>;
     /// The number of rows of `table`.
@@ -129,12 +133,13 @@ fn clock() -> ManualClock {
     ManualClock::new(1_700_000_000_000)
 }
 
-/// The shared conformance suite, on a table of its own.
+/// The shared conformance suite and the corrupt-value checks, on a table of its own.
 pub(crate) fn conformance(db: &dyn Db) {
     let table = Table::new(db, "conf");
     let clock = clock();
     let backend = open(db, &table.name, &clock);
     testkit::run(&backend, testkit::Time::Manual(&clock));
+    testkit::corruption(Arc::new(backend));
 }
 
 /// Keys far longer than a `VARCHAR(255)`, and a key whose hash collides with another's.
@@ -251,7 +256,7 @@ pub(crate) fn containers_share_a_table(db: &dyn Db) {
             "backend.db",
             "score.kvcache.backend.SQLAlchemyCache".to_owned(),
         ),
-        ("backend.db.sqlalchemy.url", db.url()),
+        ("backend.db.sqlalchemy.url", db.sqlalchemy_url()),
         ("backend.db.table", table.name.clone()),
         ("container.first.backend", "db".to_owned()),
         ("container.second.backend", "db".to_owned()),
@@ -414,4 +419,59 @@ pub(crate) fn unreachable(url: &str, port: u16, database: &str, secret: &str) {
     for text in [&message, &debug] {
         assert!(!text.contains(secret), "the password shows in {text}");
     }
+}
+
+/// A backend on `url`, whose server at `127.0.0.1:port` `stop` shuts down and `start` starts
+/// again: calls in between fail within `connect_timeout` with an error naming the server, and
+/// the first call after it is back succeeds, on the same backend.
+pub(crate) fn goes_away_and_comes_back(url: &str, port: u16, stop: impl Fn(), start: impl Fn()) {
+    let connect_timeout = Duration::from_secs(2);
+    let config = BackendConfig::new("db", "sql")
+        .option("url", url)
+        .option("connect_timeout", "2s")
+        .option("pool_size", "3");
+    let backend = SqlBackend::open(&config).unwrap_or_else(|error| panic!("open: {error}"));
+    // Three pooled connections, all of which the outage kills.
+    thread::scope(|scope| {
+        for i in 0..3 {
+            let backend = &backend;
+            scope.spawn(move || {
+                for round in 0..20 {
+                    let value = format!("{i}:{round}");
+                    backend
+                        .store("c", &format!("k{i}"), value.as_bytes(), None)
+                        .expect("store");
+                }
+            });
+        }
+    });
+    backend.store("c", "k", b"before", None).expect("store");
+
+    stop();
+    let address = format!("127.0.0.1:{port}");
+    let started = std::time::Instant::now();
+    let error = backend.retrieve("c", "k").expect_err("the server is away");
+    let elapsed = started.elapsed();
+    assert!(full_message(&error).contains(&address), "{error}");
+    assert!(
+        elapsed < connect_timeout + Duration::from_secs(2),
+        "a call while the server is away took {elapsed:?}, connect_timeout is {connect_timeout:?}"
+    );
+    backend
+        .store("c", "k", b"lost", None)
+        .expect_err("the server is still away");
+
+    start();
+    assert_eq!(
+        backend
+            .retrieve("c", "k")
+            .expect("the first call after the server is back")
+            .as_deref(),
+        Some(&b"before"[..])
+    );
+    backend.store("c", "k", b"after", None).expect("store");
+    assert_eq!(
+        backend.retrieve("c", "k").expect("retrieve").as_deref(),
+        Some(&b"after"[..])
+    );
 }
