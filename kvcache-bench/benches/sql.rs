@@ -29,36 +29,10 @@ use diesel::serialize::ToSql;
 use diesel::sql_types::{BigInt, Binary, HasSqlType, Nullable};
 use diesel::{MysqlConnection, PgConnection, QueryResult, RunQueryDsl, SqliteConnection};
 use kvcache::{Container, KvCache};
-use serde::{Deserialize, Serialize};
+use kvcache_bench::{BATCH, Hand, Kib, keys, kib, string32};
 
-/// A 1 KiB value with some structure.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Kib {
-    id: u64,
-    name: String,
-    samples: Vec<u32>,
-}
-
-fn kib(id: u64) -> Kib {
-    Kib {
-        id,
-        name: format!("record {id:>20}"),
-        samples: (0..249).collect(),
-    }
-}
-
-fn string32(key: &str) -> String {
-    format!("{key:-<32}")[..32].to_owned()
-}
-
-const KEYS: usize = 1_000;
-const BATCH: usize = 16;
 const POOL_SIZE: u32 = 10;
 const TIMEOUT: Duration = Duration::from_secs(5);
-
-fn keys() -> Vec<String> {
-    (0..KEYS).map(|i| format!("key-{i}")).collect()
-}
 
 /// `KVCACHE_TEST_*_URL` or `default`, when something answers at its host and port.
 fn service_url(var: &str, default: &str) -> Option<String> {
@@ -240,87 +214,6 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragma
     }
 }
 
-/// A value type, encoded by hand as bincode's standard configuration lays it out.
-trait Encode: Sized {
-    fn encode(&self) -> Vec<u8>;
-    fn decode(bytes: &[u8]) -> Option<Self>;
-}
-
-impl Encode for String {
-    fn encode(&self) -> Vec<u8> {
-        self.as_bytes().to_vec()
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Self> {
-        String::from_utf8(bytes.to_vec()).ok()
-    }
-}
-
-fn put_varint(out: &mut Vec<u8>, n: u64) {
-    match n {
-        0..=250 => out.push(n as u8),
-        251..=0xffff => {
-            out.push(251);
-            out.extend_from_slice(&(n as u16).to_le_bytes());
-        }
-        0x1_0000..=0xffff_ffff => {
-            out.push(252);
-            out.extend_from_slice(&(n as u32).to_le_bytes());
-        }
-        _ => {
-            out.push(253);
-            out.extend_from_slice(&n.to_le_bytes());
-        }
-    }
-}
-
-fn take_varint(bytes: &mut &[u8]) -> Option<u64> {
-    let (&first, rest) = bytes.split_first()?;
-    let width = match first {
-        0..=250 => {
-            *bytes = rest;
-            return Some(u64::from(first));
-        }
-        251 => 2,
-        252 => 4,
-        253 => 8,
-        _ => return None,
-    };
-    let (number, rest) = rest.split_at_checked(width)?;
-    *bytes = rest;
-    let mut le = [0; 8];
-    le[..width].copy_from_slice(number);
-    Some(u64::from_le_bytes(le))
-}
-
-impl Encode for Kib {
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + self.samples.len());
-        put_varint(&mut out, self.id);
-        put_varint(&mut out, self.name.len() as u64);
-        out.extend_from_slice(self.name.as_bytes());
-        put_varint(&mut out, self.samples.len() as u64);
-        for &sample in &self.samples {
-            put_varint(&mut out, u64::from(sample));
-        }
-        out
-    }
-
-    fn decode(mut bytes: &[u8]) -> Option<Self> {
-        let bytes = &mut bytes;
-        let id = take_varint(bytes)?;
-        let len = usize::try_from(take_varint(bytes)?).ok()?;
-        let (name, rest) = bytes.split_at_checked(len)?;
-        let name = std::str::from_utf8(name).ok()?.to_owned();
-        *bytes = rest;
-        let count = usize::try_from(take_varint(bytes)?).ok()?;
-        let samples = (0..count)
-            .map(|_| u32::try_from(take_varint(bytes)?).ok())
-            .collect::<Option<_>>()?;
-        bytes.is_empty().then_some(Kib { id, name, samples })
-    }
-}
-
 /// `text` zero-padded to 32 bytes: the peer's stand-in for a SHA-256.
 fn padded(text: &str) -> [u8; 32] {
     let mut hash = [0; 32];
@@ -377,7 +270,7 @@ impl Peer {
     }
 
     /// The live value of `key`, decoded.
-    fn get<V: Encode>(&self, container: &str, key: &str) -> Option<V> {
+    fn get<V: Hand>(&self, container: &str, key: &str) -> Option<V> {
         let (container_hash, key_hash) = (padded(container), padded(key));
         let select = Raw::<SELECT_ONE, EntrySql>::new(
             &self.sql.select_one,
@@ -396,7 +289,7 @@ impl Peer {
     }
 
     /// The live values of `keys` (16 of them), decoded, in one statement.
-    fn get_batch<V: Encode>(&self, container: &str, keys: &[&str]) -> Vec<Option<V>> {
+    fn get_batch<V: Hand>(&self, container: &str, keys: &[&str]) -> Vec<Option<V>> {
         let container_hash = padded(container);
         let hashes: Vec<[u8; 32]> = keys.iter().map(|key| padded(key)).collect();
         let binds = [
@@ -421,7 +314,7 @@ impl Peer {
             .collect()
     }
 
-    fn set<V: Encode>(&self, container: &str, key: &str, value: &V) {
+    fn set<V: Hand>(&self, container: &str, key: &str, value: &V) {
         let (container_hash, key_hash) = (padded(container), padded(key));
         let value = value.encode();
         let upsert = Raw::<UPSERT>::new(
@@ -453,7 +346,7 @@ impl Peer {
     }
 
     /// A read-through miss: nothing there, so generate and store.
-    fn get_or_generate<V: Encode>(&self, container: &str, key: &str, generate: fn(&str) -> V) -> V {
+    fn get_or_generate<V: Hand>(&self, container: &str, key: &str, generate: fn(&str) -> V) -> V {
         self.get(container, key).unwrap_or_else(|| {
             let value = generate(key);
             self.set(container, key, &value);

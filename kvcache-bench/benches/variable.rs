@@ -15,33 +15,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use kvcache::{Container, KvCache};
-use serde::{Deserialize, Serialize};
-
-/// A 1 KiB value with some structure.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Kib {
-    id: u64,
-    name: String,
-    samples: Vec<u32>,
-}
-
-fn kib(id: u64) -> Kib {
-    Kib {
-        id,
-        name: format!("record {id:>20}"),
-        samples: (0..249).collect(),
-    }
-}
-
-fn string32(key: &str) -> String {
-    format!("{key:-<32}")[..32].to_owned()
-}
-
-const KEYS: usize = 1_000;
-
-fn keys() -> Vec<String> {
-    (0..KEYS).map(|i| format!("key-{i}")).collect()
-}
+use kvcache_bench::{KEYS, Kib, keys, kib, string32};
+use serde::Serialize;
 
 fn cache() -> KvCache {
     kvcache::init([

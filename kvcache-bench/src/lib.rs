@@ -1,1 +1,149 @@
-//! Benchmarks only: see `benches/` and BENCHMARKS.md.
+//! What the benches share: the values they store, the keys they use, and the hand-written
+//! encoding their raw peers store (bincode's layout without kvcache's header, so that both sides
+//! store and send the same number of bytes). See `benches/` and BENCHMARKS.md.
+
+use serde::{Deserialize, Serialize};
+
+/// Keys each bench cycles through.
+pub const KEYS: usize = 1_000;
+/// Keys in one batch.
+pub const BATCH: usize = 16;
+
+/// A 1 KiB value with some structure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Kib {
+    /// An id.
+    pub id: u64,
+    /// A name.
+    pub name: String,
+    /// 249 numbers.
+    pub samples: Vec<u32>,
+}
+
+/// The struct value of `id`.
+pub fn kib(id: u64) -> Kib {
+    Kib {
+        id,
+        name: format!("record {id:>20}"),
+        samples: (0..249).collect(),
+    }
+}
+
+/// The 32-byte string value of `key`.
+pub fn string32(key: &str) -> String {
+    format!("{key:-<32}")[..32].to_owned()
+}
+
+/// `key-0` to `key-999`.
+pub fn keys() -> Vec<String> {
+    (0..KEYS).map(|i| format!("key-{i}")).collect()
+}
+
+/// Consecutive runs of [`BATCH`] keys.
+pub fn batches(keys: &[String]) -> Vec<Vec<&str>> {
+    keys.chunks_exact(BATCH)
+        .map(|chunk| chunk.iter().map(String::as_str).collect())
+        .collect()
+}
+
+/// A value the raw peers encode by hand.
+pub trait Hand: Sized {
+    /// The value's bytes.
+    fn encode(&self) -> Vec<u8>;
+    /// The value in `bytes`, if they hold exactly one.
+    fn decode(bytes: &[u8]) -> Option<Self>;
+}
+
+impl Hand for String {
+    fn encode(&self) -> Vec<u8> {
+        self.as_bytes().to_vec()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        std::str::from_utf8(bytes).ok().map(str::to_owned)
+    }
+}
+
+/// Each integer a varint, a byte below 251 standing for itself, as bincode lays it out.
+impl Hand for Kib {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + self.name.len() + self.samples.len());
+        put(&mut out, self.id);
+        put(&mut out, self.name.len() as u64);
+        out.extend_from_slice(self.name.as_bytes());
+        put(&mut out, self.samples.len() as u64);
+        for &sample in &self.samples {
+            put(&mut out, u64::from(sample));
+        }
+        out
+    }
+
+    fn decode(mut bytes: &[u8]) -> Option<Self> {
+        let id = take(&mut bytes)?;
+        let len = usize::try_from(take(&mut bytes)?).ok()?;
+        let (name, mut rest) = bytes.split_at_checked(len)?;
+        let count = usize::try_from(take(&mut rest)?).ok()?;
+        let mut samples = Vec::with_capacity(count.min(rest.len()));
+        for _ in 0..count {
+            samples.push(u32::try_from(take(&mut rest)?).ok()?);
+        }
+        rest.is_empty().then_some(())?;
+        Some(Kib {
+            id,
+            name: std::str::from_utf8(name).ok()?.to_owned(),
+            samples,
+        })
+    }
+}
+
+/// Appends `n` as a varint: one byte below 251, else a marker byte and 2, 4 or 8 bytes.
+fn put(out: &mut Vec<u8>, n: u64) {
+    if n < 251 {
+        out.push(n as u8);
+    } else if let Ok(n) = u16::try_from(n) {
+        out.push(251);
+        out.extend_from_slice(&n.to_le_bytes());
+    } else if let Ok(n) = u32::try_from(n) {
+        out.push(252);
+        out.extend_from_slice(&n.to_le_bytes());
+    } else {
+        out.push(253);
+        out.extend_from_slice(&n.to_le_bytes());
+    }
+}
+
+/// Reads a varint [`put`] wrote off the front of `bytes`.
+fn take(bytes: &mut &[u8]) -> Option<u64> {
+    let (&first, rest) = bytes.split_first()?;
+    let (n, rest) = match first {
+        0..251 => (u64::from(first), rest),
+        251 => rest
+            .split_first_chunk()
+            .map(|(n, rest)| (u64::from(u16::from_le_bytes(*n)), rest))?,
+        252 => rest
+            .split_first_chunk()
+            .map(|(n, rest)| (u64::from(u32::from_le_bytes(*n)), rest))?,
+        253 => rest
+            .split_first_chunk()
+            .map(|(n, rest)| (u64::from_le_bytes(*n), rest))?,
+        _ => return None,
+    };
+    *bytes = rest;
+    Some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Hand, kib};
+
+    #[test]
+    fn the_hand_encoding_is_bincodes_layout() {
+        let value = kib(300);
+        let config = bincode::config::standard();
+        assert_eq!(
+            value.encode(),
+            bincode::serde::encode_to_vec(&value, config).unwrap()
+        );
+        assert_eq!(super::Kib::decode(&value.encode()), Some(value));
+    }
+}
