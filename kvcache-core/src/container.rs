@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 
 use crate::backend::Backend;
 use crate::codec::Codec;
-use crate::error::{Error, Result};
+use crate::error::{BoxError, Error, Result};
 use crate::flight::{Flights, Role};
 use crate::generator::{Generator, GeneratorFn};
 use crate::options::{ContainerOptions, OnBackendError};
@@ -275,14 +275,7 @@ impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
             container: self.slot.name.clone(),
             key: key.to_owned(),
         })?;
-        let on_abandon = || {
-            self.slot.counters.count(Event::GeneratorError);
-            Error::Generator {
-                container: self.slot.name.clone(),
-                key: key.to_owned(),
-                source: "the generator panicked".into(),
-            }
-        };
+        let on_abandon = || self.generator_failed(key, "the generator panicked".into());
         match self.slot.flights.join(key, &on_abandon) {
             Role::Waiter(flight) => {
                 self.slot.counters.count(Event::Wait);
@@ -332,14 +325,7 @@ impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
         }
         let _span =
             tracing::debug_span!("kvcache.generate", container = %self.slot.name, key).entered();
-        let value = generator(key).map_err(|source| {
-            self.slot.counters.count(Event::GeneratorError);
-            Error::Generator {
-                container: self.slot.name.clone(),
-                key: key.to_owned(),
-                source,
-            }
-        })?;
+        let value = generator(key).map_err(|source| self.generator_failed(key, source))?;
         self.slot.counters.count(Event::Generation);
         let bytes = self.encode(key, &value)?;
         if store != Store::No
@@ -348,6 +334,16 @@ impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
             self.fail_open(error)?;
         }
         Ok((value, bytes))
+    }
+
+    /// Counts a generator's failure on `key` and makes its error.
+    fn generator_failed(&self, key: &str, source: BoxError) -> Error {
+        self.slot.counters.count(Event::GeneratorError);
+        Error::Generator {
+            container: self.slot.name.clone(),
+            key: key.to_owned(),
+            source,
+        }
     }
 
     fn decode_counted(&self, bytes: Option<Vec<u8>>) -> Option<V> {
