@@ -3,9 +3,9 @@
 
 #[doc(inline)]
 pub use kvcache_core::{
-    Backend, BackendConfig, BackendRegistration, BoxError, Builder, Clock, Config, Container,
-    ContainerOptions, Error, Generator, KvCache, ManualClock, OnBackendError, Result, Stats,
-    SystemClock, backend_kinds, init,
+    AsyncContainer, AsyncStore, Backend, BackendConfig, BackendRegistration, BoxError, BoxFuture,
+    Builder, Clock, Config, Container, ContainerOptions, Error, Generator, KvCache, ManualClock,
+    OnBackendError, Result, Source, Space, Stats, Store, SystemClock, backend_kinds, init, runtime,
 };
 
 pub use kvcache_core::register_backend;

@@ -1,55 +1,12 @@
 //! The per-container policy for backend errors: `fail` returns them, `generate` fails open.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use kvcache::variable::VariableBackend;
-use kvcache::{Backend, Config, Error, KvCache, Result};
+mod common;
 
-/// An in-memory backend whose reads and writes fail on demand, as a database that went away.
-#[derive(Debug, Default)]
-struct Flaky {
-    inner: VariableBackend,
-    reads_down: AtomicBool,
-    writes_down: AtomicBool,
-}
-
-impl Flaky {
-    fn check(&self, down: &AtomicBool, doing: &str) -> Result<()> {
-        if down.load(Ordering::SeqCst) {
-            return Err(Error::backend(
-                "flaky",
-                format!("{doing} at 127.0.0.1:1"),
-                "connection refused",
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl Backend for Flaky {
-    fn store(&self, c: &str, k: &str, v: &[u8], ttl: Option<Duration>) -> Result<()> {
-        self.check(&self.writes_down, "storing")?;
-        self.inner.store(c, k, v, ttl)
-    }
-    fn retrieve(&self, c: &str, k: &str) -> Result<Option<Vec<u8>>> {
-        self.check(&self.reads_down, "retrieving")?;
-        self.inner.retrieve(c, k)
-    }
-    fn invalidate(&self, c: &str, k: &str) -> Result<()> {
-        self.check(&self.writes_down, "deleting")?;
-        self.inner.invalidate(c, k)
-    }
-    fn clear(&self, c: &str) -> Result<()> {
-        self.check(&self.writes_down, "clearing")?;
-        self.inner.clear(c)
-    }
-    fn purge_expired(&self) -> Result<()> {
-        self.check(&self.writes_down, "purging")?;
-        self.inner.purge_expired()
-    }
-}
+use common::Flaky;
+use kvcache::{Backend, Config, Error, KvCache};
 
 /// A cache with container `c` (policy `policy`) on a flaky backend, and its generator's call count.
 fn setup(policy: &str) -> (KvCache, Arc<Flaky>, Arc<AtomicUsize>) {
@@ -89,7 +46,7 @@ fn fail_is_the_default_and_returns_the_backend_error() {
         .unwrap();
     let c = cache.container::<String>("c").unwrap();
     assert_eq!(c.on_backend_error(), kvcache::OnBackendError::Fail);
-    flaky.reads_down.store(true, Ordering::SeqCst);
+    flaky.down.reads.store(true, Ordering::SeqCst);
     let error = c.get("k").unwrap_err();
     assert!(matches!(error, Error::Backend { .. }), "{error}");
     assert!(
@@ -104,7 +61,7 @@ fn fail_is_the_default_and_returns_the_backend_error() {
 fn fail_returns_a_store_error_too() {
     let (cache, flaky, _) = setup("fail");
     let c = cache.container::<String>("c").unwrap();
-    flaky.writes_down.store(true, Ordering::SeqCst);
+    flaky.down.writes.store(true, Ordering::SeqCst);
     assert!(matches!(c.get("k").unwrap_err(), Error::Backend { .. }));
     assert_eq!(
         c.get_many(&["a", "b"]).unwrap_err().to_string(),
@@ -116,14 +73,14 @@ fn fail_returns_a_store_error_too() {
 fn generate_returns_the_generators_value_and_stores_nothing_while_reads_fail() {
     let (cache, flaky, calls) = setup("generate");
     let c = cache.container::<String>("c").unwrap();
-    flaky.reads_down.store(true, Ordering::SeqCst);
+    flaky.down.reads.store(true, Ordering::SeqCst);
     let warnings = warnings_during(|| {
         assert_eq!(c.get("k").unwrap(), "fresh k");
         assert_eq!(c.get_many(&["a", "b"]).unwrap(), ["fresh a", "fresh b"]);
     });
     assert_eq!(warnings, 2, "each failure is reported at warn level");
     assert_eq!(calls.load(Ordering::SeqCst), 3);
-    flaky.reads_down.store(false, Ordering::SeqCst);
+    flaky.down.reads.store(false, Ordering::SeqCst);
     assert_eq!(c.peek("k").unwrap(), None, "nothing was stored");
     assert_eq!(
         c.get("k").unwrap(),
@@ -139,7 +96,7 @@ fn generate_returns_the_generators_value_and_stores_nothing_while_reads_fail() {
 fn generate_returns_the_value_when_only_the_store_fails() {
     let (cache, flaky, _) = setup("generate");
     let c = cache.container::<String>("c").unwrap();
-    flaky.writes_down.store(true, Ordering::SeqCst);
+    flaky.down.writes.store(true, Ordering::SeqCst);
     let warnings = warnings_during(|| assert_eq!(c.get("k").unwrap(), "fresh k"));
     assert_eq!(warnings, 1);
     assert_eq!(c.peek("k").unwrap(), None);
@@ -148,8 +105,8 @@ fn generate_returns_the_value_when_only_the_store_fails() {
 #[test]
 fn generate_still_returns_errors_it_cannot_answer() {
     let (cache, flaky, _) = setup("generate");
-    flaky.reads_down.store(true, Ordering::SeqCst);
-    flaky.writes_down.store(true, Ordering::SeqCst);
+    flaky.down.reads.store(true, Ordering::SeqCst);
+    flaky.down.writes.store(true, Ordering::SeqCst);
     let plain = cache.container::<String>("plain").unwrap();
     assert!(
         matches!(plain.get("k").unwrap_err(), Error::Backend { .. }),

@@ -4,7 +4,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kvcache::{Backend, BackendConfig, BackendRegistration, Error, Result};
+use kvcache::{Backend, BackendConfig, BackendRegistration, Error, Result, Space, Store};
 use serde::{Deserialize, Serialize, Serializer};
 
 fn message(result: Result<impl std::fmt::Debug>) -> (Error, String) {
@@ -207,20 +207,26 @@ fn down<T>(doing: &str) -> Result<T> {
 }
 
 impl Backend for Broken {
-    fn store(&self, _: &str, _: &str, _: &[u8], _: Option<Duration>) -> Result<()> {
-        down("storing")
-    }
-    fn retrieve(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>> {
-        down("retrieving")
-    }
-    fn invalidate(&self, _: &str, _: &str) -> Result<()> {
-        down("deleting")
-    }
-    fn clear(&self, _: &str) -> Result<()> {
-        down("clearing")
+    fn open(&self, _: &str) -> Result<Space> {
+        Ok(Space::Blocking(Arc::new(Broken)))
     }
     fn purge_expired(&self) -> Result<()> {
         down("purging")
+    }
+}
+
+impl Store for Broken {
+    fn store(&self, _: &str, _: &[u8], _: Option<Duration>) -> Result<()> {
+        down("storing")
+    }
+    fn retrieve(&self, _: &str) -> Result<Option<Vec<u8>>> {
+        down("retrieving")
+    }
+    fn invalidate(&self, _: &str) -> Result<()> {
+        down("deleting")
+    }
+    fn clear(&self) -> Result<()> {
+        down("clearing")
     }
 }
 
@@ -245,4 +251,33 @@ fn a_backend_error_names_the_backend_and_what_it_was_doing() {
     assert!(container.remove("k").is_err());
     assert_eq!(container.stats().backend_errors, 3);
     assert!(cache.purge_expired().is_err());
+
+    // The async path says the same.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let awaited = container.to_async();
+    let (error, async_text) = message(runtime.block_on(awaited.get("k")));
+    assert!(matches!(error, Error::Backend { .. }));
+    assert_eq!(async_text, text, "the same error on both paths");
+    assert!(runtime.block_on(awaited.set("k", &"v".to_owned())).is_err());
+    assert!(runtime.block_on(awaited.remove("k")).is_err());
+    assert!(runtime.block_on(awaited.clear()).is_err());
+    assert_eq!(container.stats().backend_errors, 7);
+}
+
+#[test]
+fn a_malformed_outage_backoff_names_its_key() {
+    let error = kvcache::init([
+        ("backend.m", "variable"),
+        ("backend.m.outage_backoff", "soon"),
+    ])
+    .unwrap_err();
+    let (error, text) = message(Err::<(), _>(error));
+    assert!(matches!(error, Error::InvalidConfig { .. }));
+    assert_mentions(&text, &["backend.m.outage_backoff", "soon"]);
+    // Every kind takes it, since the core reads it.
+    kvcache::init([
+        ("backend.m", "variable"),
+        ("backend.m.outage_backoff", "250ms"),
+    ])
+    .unwrap();
 }

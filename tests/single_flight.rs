@@ -203,42 +203,60 @@ fn a_panicking_generator_releases_its_waiters_and_leaves_the_cache_usable() {
 #[derive(Debug, Default)]
 struct SlowMiss {
     inner: kvcache::variable::VariableBackend,
-    hold_next: std::sync::atomic::AtomicBool,
+    hold: Arc<Hold>,
+}
+
+#[derive(Debug, Default)]
+struct Hold {
+    next: std::sync::atomic::AtomicBool,
     release: std::sync::Mutex<Option<mpsc::Receiver<()>>>,
 }
 
+#[derive(Debug)]
+struct SlowStore {
+    inner: Arc<dyn kvcache::Store>,
+    hold: Arc<Hold>,
+}
+
 impl kvcache::Backend for SlowMiss {
-    fn store(&self, c: &str, k: &str, v: &[u8], ttl: Option<Duration>) -> kvcache::Result<()> {
-        self.inner.store(c, k, v, ttl)
-    }
-    fn retrieve(&self, c: &str, k: &str) -> kvcache::Result<Option<Vec<u8>>> {
-        let found = self.inner.retrieve(c, k)?;
-        if self.hold_next.swap(false, Ordering::SeqCst) {
-            let release = self.release.lock().unwrap().take().unwrap();
-            release
-                .recv_timeout(Duration::from_secs(30))
-                .expect("released");
-        }
-        Ok(found)
-    }
-    fn invalidate(&self, c: &str, k: &str) -> kvcache::Result<()> {
-        self.inner.invalidate(c, k)
-    }
-    fn clear(&self, c: &str) -> kvcache::Result<()> {
-        self.inner.clear(c)
+    fn open(&self, container: &str) -> kvcache::Result<kvcache::Space> {
+        Ok(kvcache::Space::Memory(Arc::new(SlowStore {
+            inner: self.inner.open(container)?.sync_store(),
+            hold: Arc::clone(&self.hold),
+        })))
     }
     fn purge_expired(&self) -> kvcache::Result<()> {
         self.inner.purge_expired()
     }
 }
 
+impl kvcache::Store for SlowStore {
+    fn store(&self, k: &str, v: &[u8], ttl: Option<Duration>) -> kvcache::Result<()> {
+        self.inner.store(k, v, ttl)
+    }
+    fn retrieve(&self, k: &str) -> kvcache::Result<Option<Vec<u8>>> {
+        let found = self.inner.retrieve(k)?;
+        if self.hold.next.swap(false, Ordering::SeqCst) {
+            let release = self.hold.release.lock().unwrap().take().unwrap();
+            release
+                .recv_timeout(Duration::from_secs(30))
+                .expect("released");
+        }
+        Ok(found)
+    }
+    fn invalidate(&self, k: &str) -> kvcache::Result<()> {
+        self.inner.invalidate(k)
+    }
+    fn clear(&self) -> kvcache::Result<()> {
+        self.inner.clear()
+    }
+}
+
 #[test]
 fn a_value_generated_between_a_look_up_and_its_flight_is_not_generated_again() {
     let (release, released) = mpsc::channel();
-    let backend = Arc::new(SlowMiss {
-        release: std::sync::Mutex::new(Some(released)),
-        ..SlowMiss::default()
-    });
+    let backend = Arc::new(SlowMiss::default());
+    *backend.hold.release.lock().unwrap() = Some(released);
     let config = kvcache::Config::from_pairs([("container.c.backend", "slow")]).unwrap();
     let cache = KvCache::builder(config)
         .backend("slow", Arc::clone(&backend) as Arc<dyn kvcache::Backend>)
@@ -253,11 +271,11 @@ fn a_value_generated_between_a_look_up_and_its_flight_is_not_generated_again() {
         })
         .unwrap();
     let container = cache.container::<String>("c").unwrap();
-    backend.hold_next.store(true, Ordering::SeqCst);
+    backend.hold.next.store(true, Ordering::SeqCst);
     thread::scope(|scope| {
         // A misses, and is held before it can start a flight.
         let a = scope.spawn(|| container.get("k"));
-        while backend.hold_next.load(Ordering::SeqCst) {
+        while backend.hold.next.load(Ordering::SeqCst) {
             thread::yield_now();
         }
         // B misses, generates, stores and lands its flight meanwhile.

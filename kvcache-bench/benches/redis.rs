@@ -1,11 +1,18 @@
 //! The Redis backend against the raw `redis` crate, in one run, on a 32-byte `String` and a
 //! 1 KiB struct.
 //!
-//! The peer is what a careful hand-written cache does: one plain `redis::Client` connection kept
-//! open (kvcache borrows one from its r2d2 pool on every call), `GET`, `SET`, `UNLINK` and `MGET`
-//! on keys it formats per call, values encoded by hand (a `String` as its UTF-8 bytes, the struct
-//! in bincode's layout, written out, so both sides send as many bytes) where kvcache runs its
-//! codec (a type header, then bincode through serde).
+//! The peer is what a careful hand-written cache does: `GET`, `SET`, `UNLINK` and `MGET` on keys
+//! it formats per call, values encoded by hand (a `String` as its UTF-8 bytes, the struct in
+//! bincode's layout, written out, so both sides send as many bytes) where kvcache runs its codec
+//! (a type header, then bincode through serde). kvcache holds one multiplexed connection (a
+//! `ConnectionManager`) on its own runtime, which its synchronous path drives each call on.
+//!
+//! - The synchronous groups (`redis/hit`, `/miss`, `/set`, `/batch16`): kvcache's `Container`
+//!   against one plain blocking `redis::Connection` kept open.
+//! - The async groups (`redis/async-hit`, `redis/async-64-tasks`): kvcache's `AsyncContainer`
+//!   against one `redis::aio::MultiplexedConnection` that the peer's tasks share, both awaited
+//!   in tasks of one multi-thread runtime of the bench's own (a worker per core); 64 tasks share
+//!   the hits of the second group, which also times kvcache's synchronous path on 64 threads.
 //!
 //! The server is `KVCACHE_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`); when it cannot be
 //! reached the benchmark prints a notice and measures nothing (under `CI=true` it fails). Every
@@ -14,13 +21,16 @@
 //! `cargo bench -p kvcache-bench --bench redis`
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use criterion::{BenchmarkId, Criterion};
+use criterion::{BenchmarkId, Criterion, Throughput};
 use kvcache::{Container, KvCache};
-use kvcache_bench::{Hand, KEYS, Kib, batches, keys, kib, string32};
-use redis::{Commands, Connection};
+use kvcache_bench::{Hand, KEYS, Kib, awaited, batches, concurrent, keys, kib, string32, threads};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncCommands, Commands, Connection};
 use serde::Serialize;
+use tokio::runtime::Runtime;
 
 /// The server and this run's prefix; every key under the prefix is deleted when dropped.
 struct Server {
@@ -82,6 +92,18 @@ impl Server {
             prefix: format!("{}:{prefix}", self.prefix),
         }
     }
+
+    /// The hand-written async peer, under `prefix`: one multiplexed connection, whose driver task
+    /// runs on `runtime`.
+    fn async_raw(&self, runtime: &Runtime, prefix: &str) -> AsyncRaw {
+        let client = redis::Client::open(self.url.as_str()).unwrap();
+        AsyncRaw {
+            connection: runtime
+                .block_on(client.get_multiplexed_async_connection())
+                .unwrap(),
+            prefix: format!("{}:{prefix}", self.prefix).into(),
+        }
+    }
 }
 
 impl Drop for Server {
@@ -111,9 +133,14 @@ struct Raw {
     prefix: String,
 }
 
+/// The Redis key the peers store `key` of `container` under.
+fn raw_key(prefix: &str, container: &str, key: &str) -> String {
+    format!("{prefix}:{container}:{key}")
+}
+
 impl Raw {
     fn key(&self, container: &str, key: &str) -> String {
-        format!("{}:{container}:{key}", self.prefix)
+        raw_key(&self.prefix, container, key)
     }
 
     fn get<V: Hand>(&mut self, container: &str, key: &str) -> Option<V> {
@@ -156,6 +183,22 @@ impl Raw {
             .into_iter()
             .map(|bytes| bytes.as_deref().and_then(V::decode))
             .collect()
+    }
+}
+
+/// The hand-written async peer: one multiplexed connection, which every task clones (as kvcache's
+/// tasks share its one `ConnectionManager`), one command per call.
+#[derive(Clone)]
+struct AsyncRaw {
+    connection: MultiplexedConnection,
+    prefix: Arc<str>,
+}
+
+impl AsyncRaw {
+    async fn get<V: Hand>(&mut self, container: &str, key: &str) -> Option<V> {
+        let key = raw_key(&self.prefix, container, key);
+        let bytes: Option<Vec<u8>> = self.connection.get(key).await.unwrap();
+        bytes.as_deref().and_then(V::decode)
     }
 }
 
@@ -347,6 +390,103 @@ fn batch(c: &mut Criterion, server: &Server) {
     group.finish();
 }
 
+/// Tasks (and threads) sharing the hits of `redis/async-64-tasks`.
+const TASKS: usize = 64;
+
+/// The async path, on one multi-thread runtime with a worker per core: one task's hit latency
+/// (`redis/async-hit`), and the throughput of 64 tasks sharing hits on the 1000 stored keys
+/// (`redis/async-64-tasks`), against the raw crate's multiplexed connection and against kvcache's
+/// synchronous path on 64 threads.
+fn async_path(c: &mut Criterion, server: &Server) {
+    let keys: Arc<[String]> = keys().into();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cache = server.cache("async");
+    let strings = cache.async_container::<String>("strings").unwrap();
+    let sync_strings = strings.to_sync();
+    let raw = server.async_raw(&runtime, "async-raw");
+    let mut fill = server.raw("async-raw");
+    for key in keys.iter() {
+        sync_strings.set(key, &string32(key)).unwrap();
+        fill.set("strings", key, &string32(key));
+    }
+    runtime.block_on(async {
+        assert_eq!(strings.get("key-7").await.unwrap(), string32("key-7"));
+        assert_eq!(
+            raw.clone().get::<String>("strings", "key-7").await,
+            Some(string32("key-7"))
+        );
+    });
+
+    let mut group = c.benchmark_group("redis/async-hit");
+    let mut i = 0;
+    let mut next = || {
+        i = (i + 1) % KEYS;
+        keys[i].as_str()
+    };
+    group.bench_function(BenchmarkId::new("kvcache", "string32"), |b| {
+        b.iter_custom(|iters| {
+            awaited(&runtime, iters, async || {
+                strings.get(black_box(next())).await.unwrap()
+            })
+        })
+    });
+    let mut one = raw.clone();
+    group.bench_function(BenchmarkId::new("redis", "string32"), |b| {
+        b.iter_custom(|iters| {
+            awaited(&runtime, iters, async || {
+                one.get::<String>("strings", black_box(next()))
+                    .await
+                    .unwrap()
+            })
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group(format!("redis/async-{TASKS}-tasks"));
+    group.throughput(Throughput::Elements(1));
+    group.bench_function(BenchmarkId::new("kvcache", "string32"), |b| {
+        b.iter_custom(|iters| {
+            concurrent(&runtime, TASKS, iters, |calls| {
+                let (strings, keys) = (strings.clone(), Arc::clone(&keys));
+                async move {
+                    for call in calls {
+                        black_box(strings.get(&keys[call % KEYS]).await.unwrap());
+                    }
+                }
+            })
+        })
+    });
+    group.bench_function(BenchmarkId::new("redis", "string32"), |b| {
+        b.iter_custom(|iters| {
+            concurrent(&runtime, TASKS, iters, |calls| {
+                let (mut raw, keys) = (raw.clone(), Arc::clone(&keys));
+                async move {
+                    for call in calls {
+                        let key = &keys[call % KEYS];
+                        black_box(raw.get::<String>("strings", key).await.unwrap());
+                    }
+                }
+            })
+        })
+    });
+    group.bench_function(
+        BenchmarkId::new(format!("kvcache-sync-{TASKS}-threads"), "string32"),
+        |b| {
+            b.iter_custom(|iters| {
+                threads(TASKS, iters, |calls| {
+                    for call in calls {
+                        black_box(sync_strings.get(&keys[call % KEYS]).unwrap());
+                    }
+                })
+            })
+        },
+    );
+    group.finish();
+}
+
 fn main() {
     let Some(server) = Server::reach() else {
         return;
@@ -356,5 +496,6 @@ fn main() {
     misses(&mut criterion, &server);
     sets(&mut criterion, &server);
     batch(&mut criterion, &server);
+    async_path(&mut criterion, &server);
     criterion.final_summary();
 }

@@ -1,5 +1,6 @@
 //! The in-memory backend against its peers, in one run: `moka::sync::Cache` and a plain
-//! `RwLock<HashMap>`, on a 32-byte `String` and a 1 KiB struct.
+//! `RwLock<HashMap>`, on a 32-byte `String` and a 1 KiB struct; on the async path,
+//! `AsyncContainer` against `moka::future::Cache`, and 10 000 tasks missing one key.
 //!
 //! `cargo bench -p kvcache-bench --bench variable`
 
@@ -11,12 +12,13 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, RwLock};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use kvcache::{Container, KvCache};
-use kvcache_bench::{KEYS, Kib, keys, kib, string32};
+use kvcache_bench::{KEYS, Kib, awaited, concurrent, keys, kib, string32, threads};
 use serde::Serialize;
+use tokio::runtime::{Builder, Runtime};
 
 fn cache() -> KvCache {
     kvcache::init([
@@ -214,21 +216,140 @@ fn contention(c: &mut Criterion) {
     assert_eq!(calls, rounds, "the generator ran more than once in a round");
 }
 
+/// The time two threads take to call `f` `iters` times each.
 fn two_threads(iters: u64, f: impl Fn() + Sync) -> Duration {
-    let barrier = Barrier::new(2);
-    let start = Instant::now();
-    thread::scope(|s| {
-        for _ in 0..2 {
-            s.spawn(|| {
-                barrier.wait();
-                for _ in 0..iters {
-                    f();
-                }
-            });
-        }
-    });
-    start.elapsed()
+    threads(2, iters * 2, |calls| calls.for_each(|_| f()))
 }
 
-criterion_group!(benches, hits, sets, misses, contention);
+/// A runtime of the bench's own: the current-thread kind, or the multi-thread one with a worker
+/// per core.
+fn runtime(multi_thread: bool) -> Runtime {
+    let mut builder = match multi_thread {
+        true => Builder::new_multi_thread(),
+        false => Builder::new_current_thread(),
+    };
+    builder.enable_all().build().unwrap()
+}
+
+/// Async hits, awaited in a task of a current-thread runtime: `AsyncContainer::get` against
+/// `moka::future::Cache::get`, both timed by [`awaited`] (one `block_on` per batch).
+fn async_hits(c: &mut Criterion) {
+    let keys = keys();
+    let mut group = c.benchmark_group("variable/async-hit");
+    group.throughput(criterion::Throughput::Elements(1));
+    let runtime = runtime(false);
+    let cache = cache();
+    let strings = cache.async_container::<String>("strings").unwrap();
+    let moka_strings = moka::future::Cache::new(10_000);
+    runtime.block_on(async {
+        for key in &keys {
+            strings.set(key, &string32(key)).await.unwrap();
+            moka_strings.insert(key.clone(), string32(key)).await;
+        }
+        moka_strings.run_pending_tasks().await;
+    });
+
+    let mut i = 0;
+    let mut next = || {
+        i = (i + 1) % KEYS;
+        keys[i].as_str()
+    };
+    group.bench_function(BenchmarkId::new("kvcache", "string32"), |b| {
+        b.iter_custom(|iters| {
+            awaited(&runtime, iters, async || {
+                strings.get(black_box(next())).await.unwrap()
+            })
+        })
+    });
+    group.bench_function(BenchmarkId::new("moka", "string32"), |b| {
+        b.iter_custom(|iters| {
+            awaited(&runtime, iters, async || {
+                moka_strings.get(black_box(next())).await.unwrap()
+            })
+        })
+    });
+    group.finish();
+}
+
+/// Tasks in a stampede, and how long the generator sleeps.
+const STAMPEDE: usize = 10_000;
+const GENERATOR_SLEEPS: Duration = Duration::from_millis(50);
+
+/// 10 000 tasks missing one key whose async generator sleeps 50 ms, on a current-thread runtime
+/// and on a multi-thread one: a fresh key each round, one generator call per round (asserted),
+/// every task gets the value. A round is timed from the moment all its tasks have started to the
+/// end of the last.
+fn async_stampede(c: &mut Criterion) {
+    let mut group = c.benchmark_group("variable/async-stampede");
+    group.sample_size(10);
+    let cache = cache();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    cache
+        .register_async_generator("strings", move |key: String| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                tokio::time::sleep(GENERATOR_SLEEPS).await;
+                string32(&key)
+            }
+        })
+        .unwrap();
+    let strings = cache.async_container::<String>("strings").unwrap();
+    let mut round = 0_u64;
+    for multi_thread in [false, true] {
+        let runtime = runtime(multi_thread);
+        let kind = if multi_thread {
+            "multi-thread"
+        } else {
+            "current-thread"
+        };
+        let (mut rounds, mut slowest) = (0_u64, Duration::ZERO);
+        let before = calls.load(Ordering::SeqCst);
+        group.bench_function(format!("kvcache/{STAMPEDE}-tasks-{kind}"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    round += 1;
+                    let key: Arc<str> = format!("cold-{round}").into();
+                    let expected: Arc<str> = string32(&key).into();
+                    let called = calls.load(Ordering::SeqCst);
+                    let took = concurrent(&runtime, STAMPEDE, STAMPEDE as u64, |_| {
+                        let (strings, key, expected) =
+                            (strings.clone(), Arc::clone(&key), Arc::clone(&expected));
+                        async move {
+                            assert_eq!(*strings.get(&key).await.unwrap(), *expected);
+                        }
+                    });
+                    assert_eq!(
+                        calls.load(Ordering::SeqCst) - called,
+                        1,
+                        "the generator ran more than once in a round"
+                    );
+                    (rounds, slowest) = (rounds + 1, slowest.max(took));
+                    total += took;
+                }
+                total
+            })
+        });
+        let generated = calls.load(Ordering::SeqCst) - before;
+        println!(
+            "async stampede, {kind}: {generated} generator calls in {rounds} rounds of {STAMPEDE} tasks; slowest round {slowest:.1?}"
+        );
+        assert_eq!(
+            generated as u64, rounds,
+            "the generator ran more than once in a round"
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    hits,
+    sets,
+    misses,
+    contention,
+    async_hits,
+    async_stampede
+);
 criterion_main!(benches);

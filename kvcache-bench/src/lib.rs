@@ -1,8 +1,16 @@
-//! What the benches share: the values they store, the keys they use, and the hand-written
-//! encoding their raw peers store (bincode's layout without kvcache's header, so that both sides
-//! store and send the same number of bytes). See `benches/` and BENCHMARKS.md.
+//! What the benches share: the values they store, the keys they use, the hand-written encoding
+//! their raw peers store (bincode's layout without kvcache's header, so that both sides store and
+//! send the same number of bytes), and the harnesses that time kvcache and a peer the same way
+//! (awaited calls, concurrent tasks, concurrent threads). See `benches/` and BENCHMARKS.md.
+
+use std::future::Future;
+use std::hint::black_box;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use tokio::runtime::Runtime;
 
 /// Keys each bench cycles through.
 pub const KEYS: usize = 1_000;
@@ -44,6 +52,102 @@ pub fn batches(keys: &[String]) -> Vec<Vec<&str>> {
     keys.chunks_exact(BATCH)
         .map(|chunk| chunk.iter().map(String::as_str).collect())
         .collect()
+}
+
+/// The numbers of the calls one worker (a task or a thread) of [`concurrent`] or [`threads`]
+/// makes: worker `w` of `n` makes calls `w`, `w + n`, `w + 2n`... below the total, so that the
+/// workers between them make each call once and take their keys (`keys[call % KEYS]`) spread over
+/// the whole set.
+#[derive(Debug, Clone)]
+pub struct Calls {
+    next: u64,
+    step: u64,
+    end: u64,
+}
+
+impl Iterator for Calls {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        (self.next < self.end).then(|| {
+            let call = self.next;
+            self.next += self.step;
+            call as usize
+        })
+    }
+}
+
+/// The calls of worker `worker` of `workers`, which make `total` calls between them.
+fn calls(worker: usize, workers: usize, total: u64) -> Calls {
+    Calls {
+        next: worker as u64,
+        step: workers as u64,
+        end: total,
+    }
+}
+
+/// The time `op` takes to run `iters` times, one call after another, awaited in one task on
+/// `runtime`: one `block_on` per batch of criterion's, so that kvcache and its async peer pay the
+/// same harness cost, and as little as a loop.
+pub fn awaited<T>(runtime: &Runtime, iters: u64, mut op: impl AsyncFnMut() -> T) -> Duration {
+    runtime.block_on(async {
+        let start = Instant::now();
+        for _ in 0..iters {
+            black_box(op().await);
+        }
+        start.elapsed()
+    })
+}
+
+/// The time `tasks` tasks spawned on `runtime` take to make `total` calls between them: each runs
+/// the future `work` makes of its [`Calls`]. Timed from the moment every task has started (they
+/// wait for one another first, so spawning is not timed) to the end of the last.
+pub fn concurrent<F, Fut>(runtime: &Runtime, tasks: usize, total: u64, work: F) -> Duration
+where
+    F: Fn(Calls) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let started = Arc::new(tokio::sync::Barrier::new(tasks + 1));
+    runtime.block_on(async {
+        let handles: Vec<_> = (0..tasks)
+            .map(|task| {
+                let (started, work) = (Arc::clone(&started), work(calls(task, tasks, total)));
+                tokio::spawn(async move {
+                    started.wait().await;
+                    work.await;
+                })
+            })
+            .collect();
+        started.wait().await;
+        let start = Instant::now();
+        for handle in handles {
+            handle.await.expect("a task of the bench panicked");
+        }
+        start.elapsed()
+    })
+}
+
+/// The time `count` threads take to make `total` calls between them: each runs `work` on its
+/// [`Calls`]. Timed from the moment every thread has started to the end of the last.
+pub fn threads(count: usize, total: u64, work: impl Fn(Calls) + Sync) -> Duration {
+    let started = Barrier::new(count + 1);
+    thread::scope(|s| {
+        let handles: Vec<_> = (0..count)
+            .map(|worker| {
+                let (started, work) = (&started, &work);
+                s.spawn(move || {
+                    started.wait();
+                    work(calls(worker, count, total));
+                })
+            })
+            .collect();
+        started.wait();
+        let start = Instant::now();
+        for handle in handles {
+            handle.join().expect("a thread of the bench panicked");
+        }
+        start.elapsed()
+    })
 }
 
 /// A value the raw peers encode by hand.
@@ -134,7 +238,14 @@ fn take(bytes: &mut &[u8]) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Hand, kib};
+    use super::{Hand, calls, kib};
+
+    #[test]
+    fn the_workers_make_each_call_once() {
+        let mut made: Vec<usize> = (0..3).flat_map(|worker| calls(worker, 3, 10)).collect();
+        made.sort_unstable();
+        assert_eq!(made, (0..10).collect::<Vec<_>>());
+    }
 
     #[test]
     fn the_hand_encoding_is_bincodes_layout() {

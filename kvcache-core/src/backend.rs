@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,65 +12,142 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::interval::parse_interval;
 
-/// Where values live: opaque bytes under (container, key), with an optional time to live.
+/// Where values live: a named store that gives each container a [`Space`] of its own.
 ///
-/// Two containers on one backend never see each other's keys. A miss is `Ok(None)`, never an
-/// error; an expired entry is a miss. Implementations are shared by every container that names
-/// them, across threads, so they are `Send + Sync` and take `&self`.
-///
-/// Only `store`, `retrieve`, `invalidate`, `clear` and `purge_expired` are required; the batch
-/// methods loop over them unless a backend has something faster.
+/// A backend is opened once per configuration and shared by every container that names it,
+/// across threads and tasks. [`open`](Backend::open) runs once per container, when the container
+/// is made: whatever every call of that container needs (a key prefix, a hash of its name) is
+/// computed there, not per call. Two containers never see each other's keys.
 pub trait Backend: Send + Sync + Debug {
-    /// Stores `value` under (`container`, `key`), replacing what was there. With `ttl`, the entry
-    /// expires that long after now; without, it never expires.
-    fn store(&self, container: &str, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()>;
-
-    /// The bytes stored under (`container`, `key`), or `None` when absent or expired.
-    fn retrieve(&self, container: &str, key: &str) -> Result<Option<Vec<u8>>>;
-
-    /// Deletes the entry under (`container`, `key`). Deleting an absent entry is not an error.
-    fn invalidate(&self, container: &str, key: &str) -> Result<()>;
-
-    /// Deletes every entry of `container`, and no other container's.
-    fn clear(&self, container: &str) -> Result<()>;
+    /// The space of container `name`, as this backend natively serves it: with blocking calls
+    /// ([`Space::Blocking`]), calls that never block ([`Space::Memory`]) or futures
+    /// ([`Space::Async`]). The core adapts it to the other path.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] when the backend cannot serve that container.
+    fn open(&self, container: &str) -> Result<Space>;
 
     /// Deletes every expired entry of every container. Backends whose store expires entries by
     /// itself (Redis) have nothing to do here.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] when the store fails.
     fn purge_expired(&self) -> Result<()>;
+}
 
-    /// Reads the bytes stored under (`container`, `key`) in place: calls `read` with them and
-    /// returns `true`, or returns `false` on a miss. Containers read through this method; the
-    /// default copies the bytes through [`retrieve`](Backend::retrieve), and a backend that
-    /// holds them in memory overrides it to skip that copy.
-    fn retrieve_with(
-        &self,
-        container: &str,
-        key: &str,
-        read: &mut dyn FnMut(&[u8]),
-    ) -> Result<bool> {
-        Ok(self
-            .retrieve(container, key)?
-            .map(|bytes| read(&bytes))
-            .is_some())
+/// One container's entries in a backend, as the backend natively serves them.
+///
+/// A backend implements the side that is natural to its driver, once; the core derives the
+/// other: a container's synchronous calls drive an [`AsyncStore`] on kvcache's own runtime
+/// ([`runtime`](crate::runtime)), and its async calls run a blocking [`Store`] on tokio's
+/// blocking pool, or call a memory one inline.
+#[derive(Debug, Clone)]
+pub enum Space {
+    /// A store whose calls never block their thread (in-process memory): both paths call it
+    /// inline.
+    Memory(Arc<dyn Store>),
+    /// A store whose calls block their thread on I/O (rusqlite, diesel): the async path runs
+    /// them on tokio's blocking pool.
+    Blocking(Arc<dyn Store>),
+    /// A native async store (Redis): the synchronous path drives its futures on kvcache's own
+    /// runtime.
+    Async(Arc<dyn AsyncStore>),
+}
+
+/// The synchronous side of a container's [`Space`]: its entries, by key, with an optional time
+/// to live.
+///
+/// A miss is `Ok(None)`, never an error; an expired entry is a miss. Only `store`, `retrieve`,
+/// `invalidate` and `clear` are required; the others loop over them unless the store has
+/// something faster.
+pub trait Store: Send + Sync + Debug {
+    /// Stores `value` under `key`, replacing what was there. With `ttl`, the entry expires that
+    /// long after now; without, it never expires.
+    fn store(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()>;
+
+    /// The bytes stored under `key`, or `None` when absent or expired.
+    fn retrieve(&self, key: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Deletes the entry under `key`. Deleting an absent entry is not an error.
+    fn invalidate(&self, key: &str) -> Result<()>;
+
+    /// Deletes every entry of this container, and no other container's.
+    fn clear(&self) -> Result<()>;
+
+    /// Reads the bytes stored under `key` in place: calls `read` with them and returns `true`,
+    /// or returns `false` on a miss. Containers read through this method; the default copies
+    /// the bytes through [`retrieve`](Store::retrieve), and a store that holds them in memory
+    /// overrides it to skip that copy.
+    fn retrieve_with(&self, key: &str, read: &mut dyn FnMut(&[u8])) -> Result<bool> {
+        Ok(self.retrieve(key)?.map(|bytes| read(&bytes)).is_some())
     }
 
     /// The bytes stored under each of `keys`, in order.
-    fn retrieve_many(&self, container: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
-        keys.iter()
-            .map(|key| self.retrieve(container, key))
-            .collect()
+    fn retrieve_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        keys.iter().map(|key| self.retrieve(key)).collect()
     }
 
     /// Stores each `(key, value)` of `entries` with one `ttl`.
-    fn store_many(
-        &self,
-        container: &str,
-        entries: &[(&str, &[u8])],
-        ttl: Option<Duration>,
-    ) -> Result<()> {
+    fn store_many(&self, entries: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
         entries
             .iter()
-            .try_for_each(|(key, value)| self.store(container, key, value, ttl))
+            .try_for_each(|(key, value)| self.store(key, value, ttl))
+    }
+}
+
+/// A boxed future that can move between threads, as [`AsyncStore`] returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The async side of a container's [`Space`]: [`Store`]'s calls, as futures.
+///
+/// Futures may be dropped at any await point (a caller that timed out): an implementation
+/// leaves its connections in a usable state when that happens.
+pub trait AsyncStore: Send + Sync + Debug {
+    /// As [`Store::store`].
+    fn store<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// As [`Store::retrieve`].
+    fn retrieve<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>>>;
+
+    /// As [`Store::invalidate`].
+    fn invalidate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<()>>;
+
+    /// As [`Store::clear`].
+    fn clear(&self) -> BoxFuture<'_, Result<()>>;
+
+    /// As [`Store::retrieve_many`]; the default awaits one key after another.
+    fn retrieve_many<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>>> {
+        Box::pin(async move {
+            let mut found = Vec::with_capacity(keys.len());
+            for key in keys {
+                found.push(self.retrieve(key).await?);
+            }
+            Ok(found)
+        })
+    }
+
+    /// As [`Store::store_many`]; the default awaits one entry after another.
+    fn store_many<'a>(
+        &'a self,
+        entries: &'a [(&'a str, &'a [u8])],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            for (key, value) in entries {
+                self.store(key, value, ttl).await?;
+            }
+            Ok(())
+        })
     }
 }
 

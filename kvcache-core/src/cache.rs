@@ -2,19 +2,29 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::backend::{Backend, BackendConfig};
+use crate::async_container::AsyncContainer;
+use crate::backend::{Backend, BackendConfig, Space};
+use crate::breaker::{Breaker, DEFAULT_BACKOFF};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::container::{Container, Slot};
+use crate::container::Container;
 use crate::error::{BoxError, Error, Result};
 use crate::generator::Generator;
+use crate::interval::parse_interval;
 use crate::options::ContainerOptions;
 use crate::registry;
+use crate::slot::{Slot, Typed};
+
+/// The option of every backend that sets how long its calls fail at once after it was found
+/// unreachable (`0`: never).
+const OUTAGE_BACKOFF: &str = "outage_backoff";
 
 /// The backend kind that containers declared only by a generator are given.
 const IMPLICIT_KIND: &str = "variable";
@@ -41,6 +51,8 @@ where
 /// type with [`container`](KvCache::container).
 pub struct KvCache {
     backends: BTreeMap<String, Arc<dyn Backend>>,
+    /// Each backend's circuit breaker, shared by its containers.
+    breakers: BTreeMap<String, Arc<Breaker>>,
     containers: RwLock<BTreeMap<String, Arc<Slot>>>,
     clock: Arc<dyn Clock>,
     implicit: OnceLock<Arc<dyn Backend>>,
@@ -53,6 +65,7 @@ pub struct Builder {
     config: Config,
     clock: Arc<dyn Clock>,
     backends: BTreeMap<String, Arc<dyn Backend>>,
+    backoffs: BTreeMap<String, Duration>,
 }
 
 impl Builder {
@@ -66,6 +79,14 @@ impl Builder {
     /// own backends are named. It reads its own clock, not the builder's.
     pub fn backend(mut self, name: impl Into<String>, backend: Arc<dyn Backend>) -> Self {
         self.backends.insert(name.into(), backend);
+        self
+    }
+
+    /// How long the calls of the backend `name` fail at once after it was found unreachable
+    /// (one second unless set; zero: never), as `backend.NAME.outage_backoff` sets it for a
+    /// backend of the configuration.
+    pub fn outage_backoff(mut self, name: impl Into<String>, backoff: Duration) -> Self {
+        self.backoffs.insert(name.into(), backoff);
         self
     }
 
@@ -83,7 +104,12 @@ impl Builder {
             config,
             clock,
             mut backends,
+            backoffs,
         } = self;
+        let mut breakers: BTreeMap<String, Arc<Breaker>> = backoffs
+            .iter()
+            .map(|(name, &backoff)| (name.clone(), Arc::new(Breaker::new(name, backoff))))
+            .collect();
         for (name, spec) in &config.backends {
             if backends.contains_key(name) {
                 return Err(Error::config(
@@ -99,12 +125,26 @@ impl Builder {
             let mut backend_config =
                 BackendConfig::new(name.clone(), kind.clone()).clock(Arc::clone(&clock));
             for (option, value) in &spec.options {
+                // The core's own option: every kind has it, no factory sees it.
+                if option == OUTAGE_BACKOFF {
+                    let backoff = parse_interval(value).map_err(|message| {
+                        Error::config(format!("backend.{name}.{OUTAGE_BACKOFF}"), message)
+                    })?;
+                    breakers.insert(name.clone(), Arc::new(Breaker::new(name, backoff)));
+                    continue;
+                }
                 backend_config = backend_config.option(option.clone(), value.clone());
             }
             backends.insert(name.clone(), registration.open(&backend_config)?);
         }
+        for name in backends.keys() {
+            breakers
+                .entry(name.clone())
+                .or_insert_with(|| Arc::new(Breaker::new(name, DEFAULT_BACKOFF)));
+        }
         let cache = KvCache {
             backends,
+            breakers,
             containers: RwLock::default(),
             clock,
             implicit: OnceLock::new(),
@@ -143,7 +183,10 @@ impl Builder {
             })?;
             cache.insert_slot(Slot::new(
                 name.clone(),
-                (backend_name.clone(), Arc::clone(backend)),
+                (
+                    backend_name.clone(),
+                    cache.open(backend_name, backend, name)?,
+                ),
                 spec.options,
                 generator.map(|registration| registration.generator()),
             ))?;
@@ -183,6 +226,7 @@ impl KvCache {
             config,
             clock: Arc::new(SystemClock),
             backends: BTreeMap::new(),
+            backoffs: BTreeMap::new(),
         }
     }
 
@@ -196,11 +240,41 @@ impl KvCache {
     where
         V: Serialize + DeserializeOwned + 'static,
     {
+        self.typed(name).map(Container::new)
+    }
+
+    /// The container `name`, holding values of type `V`, for async callers.
+    ///
+    /// ```no_run
+    /// # async fn f() -> kvcache_core::Result<()> {
+    /// // The `variable` kind is linked by the `kvcache` facade.
+    /// let cache = kvcache_core::init([("backend.mem", "variable"), ("container.lengths.backend", "mem")])?;
+    /// cache.register_async_generator("lengths", |key: String| async move { key.len() })?;
+    /// let lengths = cache.async_container::<usize>("lengths")?;
+    /// assert_eq!(lengths.get("four").await?, 4);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Those of [`container`](KvCache::container).
+    pub fn async_container<V>(&self, name: &str) -> Result<AsyncContainer<V>>
+    where
+        V: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.typed(name).map(AsyncContainer::new)
+    }
+
+    fn typed<V>(&self, name: &str) -> Result<Typed<V>>
+    where
+        V: Serialize + DeserializeOwned + 'static,
+    {
         let slot = self.slot(name).ok_or_else(|| Error::UnknownContainer {
             name: name.to_owned(),
             known: self.containers(),
         })?;
-        Container::new(slot)
+        Typed::new(slot)
     }
 
     /// The names of every container, sorted.
@@ -251,6 +325,38 @@ impl KvCache {
         self.set_generator(name, Generator::fallible(f))
     }
 
+    /// Like [`register_generator`](KvCache::register_generator), for an async generator. It is
+    /// given the key as an owned `String`, so its future borrows nothing and can run on when the
+    /// caller that started it stops waiting.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`register_generator`](KvCache::register_generator).
+    pub fn register_async_generator<V, F, Fut>(&self, name: &str, f: F) -> Result<()>
+    where
+        V: Serialize + DeserializeOwned + Send + 'static,
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = V> + Send + 'static,
+    {
+        self.set_generator(name, Generator::new_async(f))
+    }
+
+    /// Like [`register_async_generator`](KvCache::register_async_generator), for an async
+    /// generator that can fail.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`register_generator`](KvCache::register_generator).
+    pub fn register_fallible_async_generator<V, E, F, Fut>(&self, name: &str, f: F) -> Result<()>
+    where
+        V: Serialize + DeserializeOwned + Send + 'static,
+        E: Into<BoxError>,
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+    {
+        self.set_generator(name, Generator::fallible_async(f))
+    }
+
     /// Makes a container that the configuration did not declare, on the backend declared as
     /// `backend`.
     ///
@@ -292,7 +398,7 @@ impl KvCache {
         })?;
         self.insert_slot(Slot::new(
             name.to_owned(),
-            (backend.to_owned(), Arc::clone(instance)),
+            (backend.to_owned(), self.open(backend, instance, name)?),
             options,
             generator,
         ))
@@ -352,10 +458,20 @@ impl KvCache {
         );
         self.insert_slot(Slot::new(
             name.to_owned(),
-            (IMPLICIT_KIND.to_owned(), backend),
+            (IMPLICIT_KIND.to_owned(), backend.open(name)?),
             ContainerOptions::default(),
             Some(generator),
         ))
+    }
+
+    /// The space of container `container` on the backend declared as `name`, behind the
+    /// backend's breaker.
+    fn open(&self, name: &str, backend: &Arc<dyn Backend>, container: &str) -> Result<Space> {
+        let space = backend.open(container)?;
+        Ok(match self.breakers.get(name) {
+            Some(breaker) => space.guarded(breaker),
+            None => space,
+        })
     }
 
     fn insert_slot(&self, slot: Slot) -> Result<()> {

@@ -4,16 +4,27 @@
 //! with another version or fingerprint, bytes that do not decode, and bytes with anything left
 //! over after the value all read as a miss, so a value written by another type or an older format
 //! is regenerated, never returned as garbage.
+//!
+//! The fingerprint is a hash of the type's shape in serde's data model, as `serde-reflection`
+//! traces it from the type's `Deserialize`: its structs and enums by name, with their fields and
+//! variants in order, down to the primitives. It is the same in every build, on every platform
+//! and with every compiler that builds the same definition, and it changes when a field or a
+//! variant is added, removed, renamed, reordered or retyped. A type that cannot be traced (a
+//! hand-written `Deserialize` that rejects the tracer's sample values) falls back to a hash of its
+//! `std::any::type_name`, which is stable within one toolchain only.
 
+use std::any::TypeId;
+use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::BoxError;
 
-/// The current layout of stored values.
-const FORMAT: u8 = 1;
+/// The current layout of stored values: 2 since the fingerprint is the type's traced shape.
+const FORMAT: u8 = 2;
 const HEADER_LEN: usize = 9;
 
 /// The codec of the value type `V`.
@@ -31,11 +42,11 @@ impl<V> Clone for Codec<V> {
 
 impl<V> Copy for Codec<V> {}
 
-impl<V: Serialize + DeserializeOwned> Codec<V> {
+impl<V: Serialize + DeserializeOwned + 'static> Codec<V> {
     pub(crate) fn new() -> Self {
         let mut header = [0; HEADER_LEN];
         header[0] = FORMAT;
-        header[1..].copy_from_slice(&fingerprint(Self::type_name()).to_le_bytes());
+        header[1..].copy_from_slice(&fingerprint::<V>().to_le_bytes());
         Codec {
             header,
             value: PhantomData,
@@ -67,9 +78,47 @@ fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
+/// The fingerprint of `V`, traced once per type and process.
+pub(crate) fn fingerprint<V: DeserializeOwned + 'static>() -> u64 {
+    static TRACED: OnceLock<Mutex<HashMap<TypeId, u64>>> = OnceLock::new();
+    let traced = TRACED.get_or_init(Mutex::default);
+    let known = traced
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&TypeId::of::<V>())
+        .copied();
+    known.unwrap_or_else(|| {
+        let fingerprint = match shape::<V>() {
+            Some(shape) => fnv1a(&shape),
+            None => {
+                tracing::debug!(
+                    value_type = std::any::type_name::<V>(),
+                    "the value type's shape cannot be traced: its fingerprint is its type name"
+                );
+                fnv1a(std::any::type_name::<V>().as_bytes())
+            }
+        };
+        traced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(TypeId::of::<V>(), fingerprint);
+        fingerprint
+    })
+}
+
+/// `V`'s shape in serde's data model, encoded: its format and those of the named types in it.
+fn shape<V: DeserializeOwned>() -> Option<Vec<u8>> {
+    use serde_reflection::{FormatHolder, Tracer, TracerConfig};
+    let mut tracer = Tracer::new(TracerConfig::default());
+    let (mut format, _samples) = tracer.trace_simple_type::<V>().ok()?;
+    format.normalize().ok()?;
+    let named = tracer.registry_unchecked();
+    bincode::serde::encode_to_vec((&format, &named), config()).ok()
+}
+
 /// FNV-1a: stable across builds and platforms, unlike `std`'s hasher.
-fn fingerprint(type_name: &str) -> u64 {
-    type_name.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
@@ -99,6 +148,66 @@ mod tests {
         let mut older = bytes.clone();
         older[0] = 0;
         assert_eq!(Codec::<String>::new().decode(&older), None);
+    }
+
+    mod v1 {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        pub(super) struct Point {
+            pub(super) x: i32,
+            pub(super) y: i32,
+        }
+    }
+
+    mod v2 {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        pub(super) struct Point {
+            pub(super) x: i64,
+            pub(super) y: i32,
+        }
+    }
+
+    mod e1 {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        pub(super) enum Shape {
+            Circle { r: u32 },
+            Square(u32),
+        }
+    }
+
+    mod e2 {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        pub(super) enum Shape {
+            Circle { r: u32 },
+            Square(u32),
+            Dot,
+        }
+    }
+
+    /// Fingerprints are pinned: they are stored in persistent caches and shared by every build
+    /// of a service, so a change here empties every cache, and must come with a FORMAT bump.
+    #[test]
+    fn fingerprints_are_the_traced_shape_and_do_not_change_between_builds() {
+        use super::fingerprint;
+        assert_eq!(fingerprint::<String>(), 0x0865_8207_b516_bf54);
+        assert_eq!(
+            fingerprint::<u64>(),
+            fingerprint::<usize>(),
+            "serde encodes usize as u64"
+        );
+        assert_ne!(fingerprint::<u64>(), fingerprint::<u32>());
+        // Same name and field names, another field type: another fingerprint.
+        assert_ne!(fingerprint::<v1::Point>(), fingerprint::<v2::Point>());
+        // The module path is not part of it (it moves with refactors), the shape is.
+        assert_eq!(fingerprint::<v1::Point>(), fingerprint::<Point>());
+        assert_ne!(
+            fingerprint::<e1::Shape>(),
+            fingerprint::<e2::Shape>(),
+            "a variant added"
+        );
+        assert_ne!(
+            fingerprint::<Vec<String>>(),
+            fingerprint::<Option<String>>()
+        );
     }
 
     #[test]

@@ -1,212 +1,151 @@
-//! Containers: typed, read-through views of one backend's (container, key) space.
+//! Containers: typed, read-through views of one backend's space for a container, called from
+//! threads.
 
 use std::fmt;
-use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::backend::Backend;
-use crate::codec::Codec;
-use crate::error::{BoxError, Error, Result};
-use crate::flight::{Flights, Role};
-use crate::generator::{Generator, GeneratorFn};
-use crate::options::{ContainerOptions, OnBackendError};
-use crate::stats::{Counters, Event, Stats};
+use crate::async_container::AsyncContainer;
+use crate::error::Result;
+use crate::generator::Call;
+use crate::lead::Batch;
+use crate::options::OnBackendError;
+use crate::slot::{Keep, Typed};
+use crate::stats::Stats;
 
-/// The state of one container, shared by the cache and every handle to it.
-#[derive(Debug)]
-pub(crate) struct Slot {
-    pub(crate) name: String,
-    pub(crate) backend_name: String,
-    pub(crate) backend: Arc<dyn Backend>,
-    pub(crate) options: ContainerOptions,
-    generator: RwLock<Option<Generator>>,
-    flights: Flights,
-    counters: Counters,
-}
-
-impl Slot {
-    pub(crate) fn new(
-        name: String,
-        (backend_name, backend): (String, Arc<dyn Backend>),
-        options: ContainerOptions,
-        generator: Option<Generator>,
-    ) -> Self {
-        Slot {
-            name,
-            backend_name,
-            backend,
-            options,
-            generator: RwLock::new(generator),
-            flights: Flights::default(),
-            counters: Counters::default(),
-        }
-    }
-
-    pub(crate) fn generator(&self) -> Option<Generator> {
-        self.generator
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    pub(crate) fn set_generator(&self, generator: Generator) {
-        *self
-            .generator
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Some(generator);
-    }
-}
-
-/// Whether a generated value is stored: not when the backend has just failed and the container
-/// fails open. `Yes` carries the count of landed flights read before the caller's look-up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Store {
-    Yes { landed_before: u64 },
-    No,
-}
-
-/// A named, typed, read-through cache of `V` values on one backend.
+/// A named, typed, read-through cache of `V` values on one backend, for synchronous callers.
 ///
 /// [`get`](Container::get) returns the stored value, or calls the container's generator, stores
 /// its value with the container's expiry and returns it. Concurrent misses on one key call the
-/// generator once; the other callers wait for its value. Handles are cheap to clone and share
-/// one state.
+/// generator once, whether they come from threads or from tasks using the container's
+/// [`AsyncContainer`]; the other callers wait for its value. Handles are cheap to clone and
+/// share one state.
 ///
-/// Values are stored with `bincode` behind a header that names their type: bytes written by
-/// another type, or by an older format, read as a miss and are regenerated.
+/// It needs no runtime: an async generator, or a backend whose store is async (Redis), is driven
+/// on kvcache's own [`runtime`](crate::runtime) while the calling thread waits. From async code,
+/// use [`AsyncContainer`], which never blocks its executor.
+///
+/// Values are stored with `bincode` behind a header that fingerprints their type: bytes written
+/// by another type, or by an older format, read as a miss and are regenerated.
 pub struct Container<V> {
-    slot: Arc<Slot>,
-    codec: Codec<V>,
+    typed: Typed<V>,
 }
 
 impl<V> Clone for Container<V> {
     fn clone(&self) -> Self {
         Container {
-            slot: Arc::clone(&self.slot),
-            codec: self.codec,
+            typed: self.typed.clone(),
         }
     }
 }
 
 impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
-    /// A handle on `slot`, if `V` is its generator's value type.
-    pub(crate) fn new(slot: Arc<Slot>) -> Result<Self> {
-        let container = Container {
-            slot,
-            codec: Codec::new(),
-        };
-        container.generator()?;
-        Ok(container)
+    pub(crate) fn new(typed: Typed<V>) -> Self {
+        Container { typed }
     }
 
     /// The container's name.
     pub fn name(&self) -> &str {
-        &self.slot.name
+        self.typed.name()
     }
 
     /// How long a stored value lives; `None`: until it is removed or evicted.
     pub fn expire(&self) -> Option<Duration> {
-        self.slot.options.expire_after()
+        self.typed.expire()
     }
 
     /// What [`get`](Container::get) does when the backend fails.
     pub fn on_backend_error(&self) -> OnBackendError {
-        self.slot.options.backend_error_policy()
+        self.typed.slot.options.backend_error_policy()
     }
 
     /// The name of the backend the values live in.
     pub fn backend(&self) -> &str {
-        &self.slot.backend_name
+        &self.typed.slot.backend_name
     }
 
-    /// The counters of this container (shared by every handle to it).
+    /// The counters of this container (shared by every handle to it, of both paths).
     pub fn stats(&self) -> Stats {
-        self.slot.counters.snapshot()
+        self.typed.stats()
+    }
+
+    /// The async handle on the same container.
+    pub fn to_async(&self) -> AsyncContainer<V>
+    where
+        V: Send,
+    {
+        AsyncContainer::new(self.typed.clone())
     }
 
     /// The value of `key`: the stored one, or the generator's, which is then stored.
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`] on a miss when the container has no generator; [`Error::Generator`]
-    /// when the generator fails or panics (in this caller or in the one it waited for), and then
-    /// nothing is stored; [`Error::Backend`] when the backend fails; [`Error::Codec`] when the
-    /// value cannot be encoded; [`Error::TypeMismatch`] when a generator of another value type
-    /// was registered after this handle was made.
+    /// [`Error::NotFound`](crate::Error::NotFound) on a miss when the container has no
+    /// generator; [`Error::Generator`](crate::Error::Generator) when the generator fails or
+    /// panics (in this caller or in the one it waited for), and then nothing is stored;
+    /// [`Error::Backend`](crate::Error::Backend) when the backend fails;
+    /// [`Error::Codec`](crate::Error::Codec) when the value cannot be encoded;
+    /// [`Error::TypeMismatch`](crate::Error::TypeMismatch) when a generator of another value
+    /// type was registered after this handle was made.
     ///
     /// # Panics
     ///
-    /// When the generator panics, in the caller that ran it; the callers waiting on that key get
-    /// [`Error::Generator`] instead.
+    /// When a synchronous generator panics, in the caller that ran it; the callers waiting on
+    /// that key get [`Error::Generator`](crate::Error::Generator) instead.
     pub fn get(&self, key: &str) -> Result<V> {
-        let _span = tracing::trace_span!("kvcache.get", container = %self.slot.name, key).entered();
-        let landed_before = self.slot.flights.landed();
-        match self.peek(key) {
-            Ok(Some(value)) => Ok(value),
-            Ok(None) => self.generate(key, Store::Yes { landed_before }),
+        let _span =
+            tracing::trace_span!("kvcache.get", container = %self.typed.slot.name, key).entered();
+        let landed_before = self.typed.slot.flights.landed();
+        let keep = match self.peek(key) {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => Keep::Yes { landed_before },
             Err(error) => {
-                self.fail_open(error)?;
-                self.generate(key, Store::No)
+                self.typed.fail_open(error)?;
+                Keep::No
             }
-        }
+        };
+        let mut values = self.generate(&[key], vec![0], keep)?;
+        Ok(values.remove(0))
     }
 
-    /// The values of `keys`, in order, read from the backend in one batch where it can; each
-    /// miss is generated as [`get`](Container::get) does.
+    /// The values of `keys`, in order, read from the backend in one batch where it can; the
+    /// misses are generated as [`get`](Container::get) does, and stored in one batch.
     ///
     /// # Errors
     ///
     /// Those of [`get`](Container::get), for the first key that fails.
     pub fn get_many(&self, keys: &[&str]) -> Result<Vec<V>> {
-        let _span = tracing::trace_span!("kvcache.get_many", container = %self.slot.name, keys = keys.len()).entered();
-        let landed_before = self.slot.flights.landed();
-        let found = match self.backend_call(self.slot.backend.retrieve_many(&self.slot.name, keys))
-        {
-            Ok(found) => found,
-            Err(error) => {
-                self.fail_open(error)?;
-                return keys
-                    .iter()
-                    .map(|key| self.generate(key, Store::No))
-                    .collect();
+        let _span = tracing::trace_span!("kvcache.get_many", container = %self.typed.slot.name, keys = keys.len()).entered();
+        let landed_before = self.typed.slot.flights.landed();
+        let found = self.typed.slot.sync.retrieve_many(keys);
+        let (mut values, keep) = self.typed.looked_up(keys.len(), found, landed_before)?;
+        let missed: Vec<usize> = (0..keys.len()).filter(|&i| values[i].is_none()).collect();
+        if !missed.is_empty() {
+            let generated = self.generate(keys, missed.clone(), keep)?;
+            for (index, value) in missed.into_iter().zip(generated) {
+                values[index] = Some(value);
             }
-        };
-        if found.len() != keys.len() {
-            return Err(Error::backend(
-                self.slot.backend_name.clone(),
-                format!(
-                    "retrieve_many returned {} values for {} keys",
-                    found.len(),
-                    keys.len()
-                ),
-                "a broken backend",
-            ));
         }
-        keys.iter()
-            .zip(found)
-            .map(|(key, bytes)| match self.decode_counted(bytes) {
-                Some(value) => Ok(value),
-                None => self.generate(key, Store::Yes { landed_before }),
-            })
-            .collect()
+        Ok(values.into_iter().flatten().collect())
     }
 
     /// The stored value of `key`, never calling the generator.
     ///
     /// # Errors
     ///
-    /// [`Error::Backend`] when the backend fails. A value written by another type is `None`.
+    /// [`Error::Backend`](crate::Error::Backend) when the backend fails. A value written by
+    /// another type is `None`.
     pub fn peek(&self, key: &str) -> Result<Option<V>> {
         let mut value = None;
-        let found = self.backend_call(self.slot.backend.retrieve_with(
-            &self.slot.name,
-            key,
-            &mut |bytes| value = self.codec.decode(bytes),
-        ))?;
-        self.count_lookup(found, value.is_some());
+        let found =
+            self.typed
+                .backend_call(self.typed.slot.sync.retrieve_with(key, &mut |bytes| {
+                    value = self.typed.codec.decode(bytes);
+                }))?;
+        self.typed.count_lookup(found, value.is_some());
         Ok(value)
     }
 
@@ -214,10 +153,12 @@ impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
     ///
     /// # Errors
     ///
-    /// [`Error::Codec`] when the value cannot be encoded, [`Error::Backend`] when the backend fails.
+    /// [`Error::Codec`](crate::Error::Codec) when the value cannot be encoded,
+    /// [`Error::Backend`](crate::Error::Backend) when the backend fails.
     pub fn set(&self, key: &str, value: &V) -> Result<()> {
-        let bytes = self.encode(key, value)?;
-        self.store(key, &bytes)
+        let bytes = self.typed.encode(key, value)?;
+        self.typed
+            .backend_call(self.typed.slot.sync.store(key, &bytes, self.expire()))
     }
 
     /// Deletes `key`; the next [`get`](Container::get) generates it again. A missing key is not
@@ -225,192 +166,76 @@ impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
     ///
     /// # Errors
     ///
-    /// [`Error::Backend`] when the backend fails.
+    /// [`Error::Backend`](crate::Error::Backend) when the backend fails.
     pub fn remove(&self, key: &str) -> Result<()> {
-        self.backend_call(self.slot.backend.invalidate(&self.slot.name, key))
+        self.typed
+            .backend_call(self.typed.slot.sync.invalidate(key))
     }
 
     /// Deletes every key of this container, and no other container's.
     ///
     /// # Errors
     ///
-    /// [`Error::Backend`] when the backend fails.
+    /// [`Error::Backend`](crate::Error::Backend) when the backend fails.
     pub fn clear(&self) -> Result<()> {
-        self.backend_call(self.slot.backend.clear(&self.slot.name))
+        self.typed.backend_call(self.typed.slot.sync.clear())
     }
 
-    fn generator(&self) -> Result<Option<GeneratorFn<V>>> {
-        let Some(generator) = self.slot.generator() else {
-            return Ok(None);
-        };
-        generator
-            .typed::<V>()
-            .map(Some)
-            .ok_or_else(|| Error::TypeMismatch {
-                container: self.slot.name.clone(),
-                expected: Codec::<V>::type_name(),
-                found: generator.value_type(),
-            })
-    }
-
-    /// Under [`OnBackendError::Generate`], reports `error` and lets the caller generate;
-    /// otherwise (or with no generator to call) returns it.
-    fn fail_open(&self, error: Error) -> Result<()> {
-        if self.slot.options.backend_error_policy() != OnBackendError::Generate
-            || self.slot.generator().is_none()
-        {
-            return Err(error);
+    /// The miss path: joins the flights of `keys[missed]`, generates those this caller leads,
+    /// stores them in one batch, and returns every missed key's value in order.
+    fn generate(&self, keys: &[&str], missed: Vec<usize>, keep: Keep) -> Result<Vec<V>> {
+        let call = self.typed.require_generator(keys[missed[0]])?;
+        let roles = self.typed.join(keys, missed);
+        let mut batch = Batch::new(self.typed.clone(), roles.led, keep);
+        if !batch.is_empty() {
+            if batch.must_look_again() {
+                let pending = batch.pending();
+                let pending: Vec<&str> = pending.iter().map(String::as_str).collect();
+                batch.looked_again(self.typed.slot.sync.retrieve_many(&pending));
+            }
+            let pending = batch.pending();
+            batch.generated(self.call(&pending, &call));
+            if let Some(entries) = batch.to_store() {
+                let ttl = self.expire();
+                let result = match entries.as_slice() {
+                    [(key, bytes)] => self.typed.slot.sync.store(key, bytes, ttl),
+                    entries => self.typed.slot.sync.store_many(entries, ttl),
+                };
+                batch.stored(result);
+            }
+            batch.land();
         }
-        tracing::warn!(
-            container = %self.slot.name,
-            error = &error as &dyn std::error::Error,
-            "the backend failed; returning the generator's value without storing it"
-        );
-        Ok(())
+        roles
+            .waits
+            .into_iter()
+            .map(|(index, flight)| self.typed.landed(keys[index], flight.wait()))
+            .collect()
     }
 
-    /// The miss path: one caller per key runs the generator, the others wait for its outcome.
-    fn generate(&self, key: &str, store: Store) -> Result<V> {
-        let generator = self.generator()?.ok_or_else(|| Error::NotFound {
-            container: self.slot.name.clone(),
-            key: key.to_owned(),
-        })?;
-        let on_abandon = || self.generator_failed(key, "the generator panicked".into());
-        match self.slot.flights.join(key, &on_abandon) {
-            Role::Waiter(flight) => {
-                self.slot.counters.count(Event::Wait);
-                tracing::debug!(container = %self.slot.name, key, "waiting for another caller's generator");
-                let bytes = flight.wait()?;
-                self.codec.decode(&bytes).ok_or_else(|| Error::Codec {
-                    container: self.slot.name.clone(),
-                    key: key.to_owned(),
-                    type_name: Codec::<V>::type_name(),
-                    source: "the value generated by another caller is of another type".into(),
+    /// Calls the generator for each of `keys`: a synchronous one on this thread, an async one on
+    /// kvcache's runtime, all keys at once.
+    fn call(&self, keys: &[String], call: &Call<V>) -> Vec<Result<V>> {
+        let _span = tracing::debug_span!("kvcache.generate", container = %self.typed.slot.name, keys = keys.len()).entered();
+        match call {
+            Call::Sync(generate) => keys
+                .iter()
+                .map(|key| {
+                    generate(key).map_err(|source| self.typed.generator_failed(key, source.into()))
                 })
-            }
-            Role::Leader(leader) => {
-                let result = self.lead(key, &generator, store);
-                leader.land(match &result {
-                    Ok((_, bytes)) => Ok(Arc::from(bytes.as_slice())),
-                    Err(error) => Err(error.share()),
-                });
-                result.map(|(value, _)| value)
-            }
+                .collect(),
+            Call::Async { blocking, .. } => keys
+                .iter()
+                .zip(blocking(keys))
+                .map(|(key, result)| {
+                    result.map_err(|source| self.typed.generator_failed(key, source.into()))
+                })
+                .collect(),
         }
-    }
-
-    fn lead(
-        &self,
-        key: &str,
-        generator: &GeneratorFn<V>,
-        mut store: Store,
-    ) -> Result<(V, Vec<u8>)> {
-        // Another leader may have stored the value between this caller's look-up and its flight;
-        // unless no flight has landed since, which spares an uncontended miss a second look-up.
-        if let Store::Yes { landed_before } = store
-            && self.slot.flights.landed() != landed_before
-        {
-            match self.backend_call(self.slot.backend.retrieve(&self.slot.name, key)) {
-                Ok(Some(bytes)) => {
-                    if let Some(value) = self.codec.decode(&bytes) {
-                        return Ok((value, bytes));
-                    }
-                }
-                Ok(None) => {}
-                Err(error) => {
-                    self.fail_open(error)?;
-                    store = Store::No;
-                }
-            }
-        }
-        let _span =
-            tracing::debug_span!("kvcache.generate", container = %self.slot.name, key).entered();
-        let value = generator(key).map_err(|source| self.generator_failed(key, source))?;
-        self.slot.counters.count(Event::Generation);
-        let bytes = self.encode(key, &value)?;
-        if store != Store::No
-            && let Err(error) = self.store(key, &bytes)
-        {
-            self.fail_open(error)?;
-        }
-        Ok((value, bytes))
-    }
-
-    /// Counts a generator's failure on `key` and makes its error.
-    fn generator_failed(&self, key: &str, source: BoxError) -> Error {
-        self.slot.counters.count(Event::GeneratorError);
-        Error::Generator {
-            container: self.slot.name.clone(),
-            key: key.to_owned(),
-            source,
-        }
-    }
-
-    fn decode_counted(&self, bytes: Option<Vec<u8>>) -> Option<V> {
-        let value = bytes.as_deref().and_then(|bytes| self.codec.decode(bytes));
-        self.count_lookup(bytes.is_some(), value.is_some());
-        value
-    }
-
-    /// Counts a look-up that `found` bytes, which `decoded` or not.
-    fn count_lookup(&self, found: bool, decoded: bool) {
-        if decoded {
-            self.slot.counters.count(Event::Hit);
-            tracing::trace!(container = %self.slot.name, "hit");
-            return;
-        }
-        self.slot.counters.count(Event::Miss);
-        if found {
-            self.slot.counters.count(Event::Undecodable);
-            tracing::debug!(
-                container = %self.slot.name,
-                value_type = Codec::<V>::type_name(),
-                "a stored value does not decode as this container's type: a miss"
-            );
-        } else {
-            tracing::trace!(container = %self.slot.name, "miss");
-        }
-    }
-
-    fn encode(&self, key: &str, value: &V) -> Result<Vec<u8>> {
-        self.codec.encode(value).map_err(|source| Error::Codec {
-            container: self.slot.name.clone(),
-            key: key.to_owned(),
-            type_name: Codec::<V>::type_name(),
-            source,
-        })
-    }
-
-    fn store(&self, key: &str, bytes: &[u8]) -> Result<()> {
-        tracing::trace!(container = %self.slot.name, key, len = bytes.len(), "store");
-        self.backend_call(self.slot.backend.store(
-            &self.slot.name,
-            key,
-            bytes,
-            self.slot.options.expire_after(),
-        ))
-    }
-
-    fn backend_call<T>(&self, result: Result<T>) -> Result<T> {
-        if let Err(error) = &result {
-            self.slot.counters.count(Event::BackendError);
-            tracing::debug!(
-                container = %self.slot.name,
-                error = error as &dyn std::error::Error,
-                "backend error"
-            );
-        }
-        result
     }
 }
 
 impl<V> fmt::Debug for Container<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Container")
-            .field("name", &self.slot.name)
-            .field("backend", &self.slot.backend_name)
-            .field("options", &self.slot.options)
-            .field("value_type", &std::any::type_name::<V>())
-            .finish()
+        fmt::Debug::fmt(&self.typed, f)
     }
 }

@@ -1,7 +1,51 @@
 //! The one error type of kvcache.
 
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
 /// A boxed error from a backend driver, a generator or a codec.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The cause of an [`Error`], shared by every caller that receives it.
+///
+/// Concurrent callers of one key receive the same generator error: each gets a clone of one
+/// `Arc`, so each can downcast it to the generator's own error type, through
+/// [`source`](std::error::Error::source) or by dereferencing:
+///
+/// ```
+/// # use kvcache_core::Source;
+/// let source = Source::from(std::io::Error::other("upstream down"));
+/// assert!(source.downcast_ref::<std::io::Error>().is_some());
+/// ```
+#[derive(Clone)]
+pub struct Source(Arc<dyn std::error::Error + Send + Sync + 'static>);
+
+impl Deref for Source {
+    type Target = dyn std::error::Error + Send + Sync + 'static;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}
+
+impl<E: Into<BoxError>> From<E> for Source {
+    fn from(error: E) -> Self {
+        Source(Arc::from(error.into()))
+    }
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
+}
 
 /// `Result` with kvcache's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -9,9 +53,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong in kvcache.
 ///
 /// Every variant names what was wrong and where: the container, the key, the configuration key or
-/// the backend. Driver errors are kept as boxed [`source`](std::error::Error::source)s, so no
-/// driver type appears in this API, and no message ever holds a password.
-#[derive(Debug, thiserror::Error)]
+/// the backend. Driver errors are kept as shared [`source`](std::error::Error::source)s, so no
+/// driver type appears in this API, and no message ever holds a password. Errors are cheap to
+/// clone: the callers that waited on one generation all receive the same error.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A key is not in the cache and its container has no generator.
@@ -97,7 +142,25 @@ pub enum Error {
         context: String,
         /// The driver's error.
         #[source]
-        source: BoxError,
+        source: Source,
+    },
+
+    /// A backend cannot be reached: the connection was refused or lost, or no answer came
+    /// within its bound. After one such failure the backend's circuit breaker fails its calls at
+    /// once for a back-off interval (`retry_in` is then set): an outage costs a caller
+    /// nothing, and under `on_backend_error = generate` the generator serves at its own speed.
+    #[error("backend {backend:?} is unavailable: {context}")]
+    Unavailable {
+        /// The backend's name in the configuration.
+        backend: String,
+        /// What it was doing, with the host or path, and why it could not.
+        context: String,
+        /// When its circuit breaker lets the next call through, for a call it refused without
+        /// trying the backend; `None` for a call that tried.
+        retry_in: Option<std::time::Duration>,
+        /// The driver's error (for a refused call, the one that opened the breaker).
+        #[source]
+        source: Source,
     },
 
     /// A generator returned an error or panicked.
@@ -107,9 +170,9 @@ pub enum Error {
         container: String,
         /// The key it was called with.
         key: String,
-        /// The generator's error.
+        /// The generator's error: downcast it to the generator's own error type.
         #[source]
-        source: BoxError,
+        source: Source,
     },
 
     /// A value could not be encoded.
@@ -123,7 +186,7 @@ pub enum Error {
         type_name: &'static str,
         /// The encoder's error.
         #[source]
-        source: BoxError,
+        source: Source,
     },
 }
 
@@ -132,7 +195,7 @@ impl Error {
     pub fn backend(
         backend: impl Into<String>,
         context: impl Into<String>,
-        source: impl Into<BoxError>,
+        source: impl Into<Source>,
     ) -> Self {
         Error::Backend {
             backend: backend.into(),
@@ -141,81 +204,32 @@ impl Error {
         }
     }
 
+    /// An [`Error::Unavailable`] for the backend named `backend`, which could not be reached
+    /// while doing `context`: refused, lost, or timed out. Backends return it for
+    /// connection-level failures, and only for those: it opens the backend's circuit breaker.
+    pub fn unavailable(
+        backend: impl Into<String>,
+        context: impl Into<String>,
+        source: impl Into<Source>,
+    ) -> Self {
+        Error::Unavailable {
+            backend: backend.into(),
+            context: context.into(),
+            retry_in: None,
+            source: source.into(),
+        }
+    }
+
+    /// Whether this says a backend could not be reached ([`Error::Unavailable`]).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::Unavailable { .. })
+    }
+
     /// An [`Error::InvalidConfig`] for the configuration key `key`.
     pub fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
         Error::InvalidConfig {
             key: key.into(),
             message: message.into(),
-        }
-    }
-
-    /// A copy of this error for the callers that waited on the one that failed: the same variant
-    /// and message, with the source kept as its text.
-    pub(crate) fn share(&self) -> Error {
-        let text = |source: &BoxError| -> BoxError { source.to_string().into() };
-        match self {
-            Error::NotFound { container, key } => Error::NotFound {
-                container: container.clone(),
-                key: key.clone(),
-            },
-            Error::ContainerAlreadyConfigured { name } => {
-                Error::ContainerAlreadyConfigured { name: name.clone() }
-            }
-            Error::UnknownContainer { name, known } => Error::UnknownContainer {
-                name: name.clone(),
-                known: known.clone(),
-            },
-            Error::UnknownBackend { key, kind, known } => Error::UnknownBackend {
-                key: key.clone(),
-                kind: kind.clone(),
-                known: known.clone(),
-            },
-            Error::DuplicateRegistration {
-                what,
-                name,
-                first,
-                second,
-            } => Error::DuplicateRegistration {
-                what,
-                name: name.clone(),
-                first: first.clone(),
-                second: second.clone(),
-            },
-            Error::InvalidConfig { key, message } => Error::config(key.clone(), message.clone()),
-            Error::TypeMismatch {
-                container,
-                expected,
-                found,
-            } => Error::TypeMismatch {
-                container: container.clone(),
-                expected,
-                found,
-            },
-            Error::Backend {
-                backend,
-                context,
-                source,
-            } => Error::backend(backend.clone(), context.clone(), text(source)),
-            Error::Generator {
-                container,
-                key,
-                source,
-            } => Error::Generator {
-                container: container.clone(),
-                key: key.clone(),
-                source: text(source),
-            },
-            Error::Codec {
-                container,
-                key,
-                type_name,
-                source,
-            } => Error::Codec {
-                container: container.clone(),
-                key: key.clone(),
-                type_name,
-                source: text(source),
-            },
         }
     }
 

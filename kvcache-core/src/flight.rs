@@ -1,8 +1,13 @@
-//! Single flight: concurrent misses on one key run the generator once; the others wait for it.
+//! Single flight: concurrent misses on one key, from threads and tasks alike, run the generator
+//! once; the others wait for its outcome without holding a thread (tasks) or while parked
+//! (threads).
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use event_listener::{Event, Listener};
 
 use crate::error::Error;
 
@@ -10,36 +15,40 @@ use crate::error::Error;
 pub(crate) type Outcome = Result<Arc<[u8]>, Error>;
 
 /// The flights under way in one container, by key.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Flights {
     by_key: Mutex<HashMap<String, Arc<Flight>>>,
     /// How many flights have landed: a caller that read it before its look-up and finds it
     /// unchanged when it leads knows no value was generated in between.
     landed: AtomicU64,
+    /// Runs between a landing's two steps, to drive the interleaving the order guards against.
+    #[cfg(test)]
+    between_steps: Mutex<Option<Box<dyn FnMut() + Send>>>,
 }
 
+/// One key's generation under way.
 #[derive(Debug, Default)]
 pub(crate) struct Flight {
-    outcome: Mutex<Option<Outcome>>,
-    landed: Condvar,
+    outcome: OnceLock<Outcome>,
+    landed: Event,
 }
 
 /// A caller's part in a flight.
-pub(crate) enum Role<'a> {
+pub(crate) enum Role {
     /// No one was generating this key: the caller generates and must [`Leader::land`].
-    Leader(Leader<'a>),
-    /// Someone else is generating it: [`Flight::wait`] for their outcome.
+    Leader(Leader),
+    /// Someone else is generating it: wait for their outcome.
     Waiter(Arc<Flight>),
 }
 
-/// The caller that generates. Dropped without landing (its generator panicked), it releases the
-/// waiters with an error.
-pub(crate) struct Leader<'a> {
-    flights: &'a Flights,
-    key: &'a str,
+/// The caller that generates; it may hand itself to a task that goes on when the caller stops
+/// waiting. Dropped without landing (its generator panicked, or its task was dropped with its
+/// runtime), it releases the waiters with the error `abandoned` makes.
+pub(crate) struct Leader {
+    flights: Arc<Flights>,
+    key: String,
     flight: Arc<Flight>,
-    landed: bool,
-    on_abandon: &'a dyn Fn() -> Error,
+    abandoned: Option<Box<dyn FnOnce() -> Error + Send>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -53,9 +62,13 @@ impl Flights {
         self.landed.load(Ordering::Acquire)
     }
 
-    /// Joins the flight for `key`, or starts one. `on_abandon` makes the error waiters get if
-    /// the leader unwinds without landing.
-    pub(crate) fn join<'a>(&'a self, key: &'a str, on_abandon: &'a dyn Fn() -> Error) -> Role<'a> {
+    /// Joins the flight for `key`, or starts one. `abandoned` makes the error waiters get if
+    /// the leader is dropped without landing.
+    pub(crate) fn join(
+        self: &Arc<Self>,
+        key: &str,
+        abandoned: impl FnOnce() -> Error + Send + 'static,
+    ) -> Role {
         let mut by_key = lock(&self.by_key);
         if let Some(flight) = by_key.get(key) {
             return Role::Waiter(Arc::clone(flight));
@@ -63,54 +76,142 @@ impl Flights {
         let flight = Arc::new(Flight::default());
         by_key.insert(key.to_owned(), Arc::clone(&flight));
         Role::Leader(Leader {
-            flights: self,
-            key,
+            flights: Arc::clone(self),
+            key: key.to_owned(),
             flight,
-            landed: false,
-            on_abandon,
+            abandoned: Some(Box::new(abandoned)),
         })
     }
 }
 
 impl Flight {
-    /// Blocks until the leader lands.
+    /// Blocks the calling thread until the leader lands.
     pub(crate) fn wait(&self) -> Outcome {
-        let mut outcome = lock(&self.outcome);
         loop {
-            if let Some(outcome) = outcome.as_ref() {
-                return match outcome {
-                    Ok(bytes) => Ok(Arc::clone(bytes)),
-                    Err(error) => Err(error.share()),
-                };
+            if let Some(outcome) = self.outcome.get() {
+                return outcome.clone();
             }
-            outcome = self
-                .landed
-                .wait(outcome)
-                .unwrap_or_else(PoisonError::into_inner);
+            let listener = self.landed.listen();
+            if let Some(outcome) = self.outcome.get() {
+                return outcome.clone();
+            }
+            listener.wait();
+        }
+    }
+
+    /// Waits, holding no thread, until the leader lands.
+    pub(crate) async fn landed(&self) -> Outcome {
+        loop {
+            if let Some(outcome) = self.outcome.get() {
+                return outcome.clone();
+            }
+            let listener = self.landed.listen();
+            if let Some(outcome) = self.outcome.get() {
+                return outcome.clone();
+            }
+            listener.await;
         }
     }
 }
 
-impl Leader<'_> {
+impl Leader {
+    /// The key it generates.
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The flight its waiters wait on; the leader's own caller waits on it too when the
+    /// generation runs in a task of its own.
+    pub(crate) fn flight(&self) -> Arc<Flight> {
+        Arc::clone(&self.flight)
+    }
+
     /// Ends the flight: later callers start afresh, the waiters get `outcome`.
     pub(crate) fn land(mut self, outcome: Outcome) {
         self.finish(outcome);
     }
 
     fn finish(&mut self, outcome: Outcome) {
-        self.landed = true;
-        lock(&self.flights.by_key).remove(self.key);
-        self.flights.landed.fetch_add(1, Ordering::Release);
-        *lock(&self.flight.outcome) = Some(outcome);
-        self.flight.landed.notify_all();
+        self.abandoned = None;
+        // Counted before the flight leaves the map: a caller that finds no flight after the
+        // removal then sees the count changed and looks the key up again instead of generating.
+        self.flights.landed.fetch_add(1, Ordering::AcqRel);
+        #[cfg(test)]
+        if let Some(hook) = lock(&self.flights.between_steps).as_mut() {
+            hook();
+        }
+        lock(&self.flights.by_key).remove(&self.key);
+        // Set once: `finish` runs once per leader, from `land` or from `drop`.
+        let _ = self.flight.outcome.set(outcome);
+        self.flight.landed.notify(usize::MAX);
     }
 }
 
-impl Drop for Leader<'_> {
+impl Drop for Leader {
     fn drop(&mut self) {
-        if !self.landed {
-            let error = (self.on_abandon)();
+        if let Some(abandoned) = self.abandoned.take() {
+            let error = abandoned();
             self.finish(Err(error));
         }
+    }
+}
+
+impl fmt::Debug for Flights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Flights")
+            .field("under_way", &lock(&self.by_key).len())
+            .field("landed", &self.landed())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::{Flights, Role, lock};
+    use crate::error::Error;
+
+    fn abandoned() -> Error {
+        Error::config("test", "abandoned")
+    }
+
+    /// A caller read the count and missed before the leader stored its value, and joins between
+    /// the two steps of the landing. It must either wait for the flight or see the count changed
+    /// (and so look again): never lead with the count unchanged, which generates the key twice.
+    #[test]
+    fn a_caller_joining_during_a_landing_never_generates_again() {
+        let flights = Arc::new(Flights::default());
+        let read_before_look_up = flights.landed();
+        let Role::Leader(leader) = flights.join("k", abandoned) else {
+            panic!("the first caller leads");
+        };
+        let generates_again = Arc::new(AtomicBool::new(false));
+        let (joining, seen) = (Arc::clone(&flights), Arc::clone(&generates_again));
+        *lock(&flights.between_steps) = Some(Box::new(move || {
+            if let Role::Leader(late) = joining.join("k", abandoned) {
+                seen.store(joining.landed() == read_before_look_up, Ordering::SeqCst);
+                std::mem::forget(late);
+            }
+        }));
+        leader.land(Ok(Arc::from(&b"value"[..])));
+        *lock(&flights.between_steps) = None;
+        assert!(!generates_again.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_dropped_leader_releases_its_waiters_with_the_abandoned_error() {
+        let flights = Arc::new(Flights::default());
+        let Role::Leader(leader) = flights.join("k", abandoned) else {
+            panic!("the first caller leads");
+        };
+        let Role::Waiter(flight) = flights.join("k", abandoned) else {
+            panic!("the second caller waits");
+        };
+        drop(leader);
+        let error = flight.wait().unwrap_err();
+        assert!(error.to_string().contains("abandoned"), "{error}");
+        assert!(matches!(flights.join("k", abandoned), Role::Leader(_)));
     }
 }

@@ -1,26 +1,63 @@
-//! Generators: the functions that compute a missing value, with their value type erased.
+//! Generators: the functions that compute a missing value, sync or async, with their value type
+//! erased.
 
 use std::any::Any;
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use futures_util::future::join_all;
+
+use crate::backend::BoxFuture;
 use crate::error::BoxError;
+use crate::runtime;
+
+/// A synchronous generator.
+type SyncFn<V> = dyn Fn(&str) -> Result<V, BoxError> + Send + Sync;
+/// An async generator.
+type AsyncFn<V> = dyn Fn(String) -> BoxFuture<'static, Result<V, BoxError>> + Send + Sync;
+/// An async generator driven for several keys at once while the calling thread waits.
+type BlockingFn<V> = dyn Fn(&[String]) -> Vec<Result<V, BoxError>> + Send + Sync;
 
 /// A typed generator, as a container calls it.
-pub(crate) type GeneratorFn<V> = Arc<dyn Fn(&str) -> Result<V, BoxError> + Send + Sync>;
+pub(crate) enum Call<V> {
+    /// Called on the caller's thread (or, for an async caller, on tokio's blocking pool).
+    Sync(Arc<SyncFn<V>>),
+    /// Awaited on the caller's runtime; for a synchronous caller, `blocking` drives it for
+    /// each of the keys, all at once, on kvcache's own runtime.
+    Async {
+        future: Arc<AsyncFn<V>>,
+        blocking: Arc<BlockingFn<V>>,
+    },
+}
+
+impl<V> Clone for Call<V> {
+    fn clone(&self) -> Self {
+        match self {
+            Call::Sync(f) => Call::Sync(Arc::clone(f)),
+            Call::Async { future, blocking } => Call::Async {
+                future: Arc::clone(future),
+                blocking: Arc::clone(blocking),
+            },
+        }
+    }
+}
 
 /// A function that computes the value for a key, with its value type erased so that containers
 /// of every type can be held in one map.
 ///
-/// Made from a plain function or closure with [`Generator::new`], or one that can fail with
-/// [`Generator::fallible`]. Asking a container for a value type other than its generator's is
+/// Made from a plain function or closure with [`Generator::new`], one that can fail with
+/// [`Generator::fallible`], or an async one with [`Generator::new_async`] and
+/// [`Generator::fallible_async`]. Either kind serves both the synchronous and the async path.
+/// Asking a container for a value type other than its generator's is
 /// [`Error::TypeMismatch`](crate::Error::TypeMismatch).
 #[derive(Clone)]
 pub struct Generator {
     value_type: &'static str,
+    asynchronous: bool,
     function: Arc<dyn Any + Send + Sync>,
 }
 
@@ -31,7 +68,7 @@ impl Generator {
         V: Serialize + DeserializeOwned + 'static,
         F: Fn(&str) -> V + Send + Sync + 'static,
     {
-        Self::erase::<V>(Arc::new(move |key: &str| Ok(f(key))))
+        Self::erase::<V>(Call::Sync(Arc::new(move |key: &str| Ok(f(key)))))
     }
 
     /// A generator that can fail; its error reaches the caller of `get` as
@@ -42,13 +79,64 @@ impl Generator {
         E: Into<BoxError>,
         F: Fn(&str) -> Result<V, E> + Send + Sync + 'static,
     {
-        Self::erase::<V>(Arc::new(move |key: &str| f(key).map_err(Into::into)))
+        Self::erase::<V>(Call::Sync(Arc::new(move |key: &str| {
+            f(key).map_err(Into::into)
+        })))
     }
 
-    fn erase<V: 'static>(function: GeneratorFn<V>) -> Self {
+    /// An async generator that always succeeds. It is given the key as an owned `String`, so
+    /// its future borrows nothing and can finish on its own when the caller that started it
+    /// stops waiting:
+    ///
+    /// ```
+    /// # use kvcache_core::Generator;
+    /// let lengths = Generator::new_async(|key: String| async move { key.len() });
+    /// ```
+    pub fn new_async<V, F, Fut>(f: F) -> Self
+    where
+        V: Serialize + DeserializeOwned + Send + 'static,
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = V> + Send + 'static,
+    {
+        Self::fallible_async(move |key: String| {
+            let future = f(key);
+            async move { Ok::<V, BoxError>(future.await) }
+        })
+    }
+
+    /// An async generator that can fail, as [`fallible`](Generator::fallible).
+    pub fn fallible_async<V, E, F, Fut>(f: F) -> Self
+    where
+        V: Serialize + DeserializeOwned + Send + 'static,
+        E: Into<BoxError>,
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+    {
+        type Future<V> = BoxFuture<'static, Result<V, BoxError>>;
+        let future: Arc<AsyncFn<V>> = Arc::new(move |key: String| {
+            let future = f(key);
+            Box::pin(async move { future.await.map_err(Into::into) })
+        });
+        let each = Arc::clone(&future);
+        let blocking = Arc::new(move |keys: &[String]| {
+            let futures: Vec<Future<V>> = keys.iter().map(|key| each(key.clone())).collect();
+            match runtime::block_on(join_all(futures)) {
+                Ok(Some(results)) => results,
+                Ok(None) => keys
+                    .iter()
+                    .map(|_| Err("the generator panicked".into()))
+                    .collect(),
+                Err(error) => keys.iter().map(|_| Err(error.clone().into())).collect(),
+            }
+        });
+        Self::erase::<V>(Call::Async { future, blocking })
+    }
+
+    fn erase<V: 'static>(call: Call<V>) -> Self {
         Generator {
             value_type: std::any::type_name::<V>(),
-            function: Arc::new(function),
+            asynchronous: matches!(call, Call::Async { .. }),
+            function: Arc::new(call),
         }
     }
 
@@ -57,9 +145,14 @@ impl Generator {
         self.value_type
     }
 
+    /// Whether it is async.
+    pub fn is_async(&self) -> bool {
+        self.asynchronous
+    }
+
     /// The typed function, if `V` is its value type.
-    pub(crate) fn typed<V: 'static>(&self) -> Option<GeneratorFn<V>> {
-        self.function.downcast_ref::<GeneratorFn<V>>().cloned()
+    pub(crate) fn typed<V: 'static>(&self) -> Option<Call<V>> {
+        self.function.downcast_ref::<Call<V>>().cloned()
     }
 }
 
@@ -67,6 +160,7 @@ impl fmt::Debug for Generator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Generator")
             .field("value_type", &self.value_type)
+            .field("async", &self.asynchronous)
             .finish_non_exhaustive()
     }
 }

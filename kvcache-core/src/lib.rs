@@ -8,18 +8,22 @@
 //! ```
 //! use std::sync::Arc;
 //! use std::time::Duration;
-//! use kvcache_core::{Backend, BackendConfig, BackendRegistration, Result};
+//! use kvcache_core::{Backend, BackendConfig, BackendRegistration, Result, Space, Store};
 //!
 //! /// A backend that stores nothing: every look-up misses.
 //! #[derive(Debug)]
 //! struct Void;
 //!
 //! impl Backend for Void {
-//!     fn store(&self, _: &str, _: &str, _: &[u8], _: Option<Duration>) -> Result<()> { Ok(()) }
-//!     fn retrieve(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>> { Ok(None) }
-//!     fn invalidate(&self, _: &str, _: &str) -> Result<()> { Ok(()) }
-//!     fn clear(&self, _: &str) -> Result<()> { Ok(()) }
+//!     fn open(&self, _container: &str) -> Result<Space> { Ok(Space::Memory(Arc::new(Void))) }
 //!     fn purge_expired(&self) -> Result<()> { Ok(()) }
+//! }
+//!
+//! impl Store for Void {
+//!     fn store(&self, _: &str, _: &[u8], _: Option<Duration>) -> Result<()> { Ok(()) }
+//!     fn retrieve(&self, _: &str) -> Result<Option<Vec<u8>>> { Ok(None) }
+//!     fn invalidate(&self, _: &str) -> Result<()> { Ok(()) }
+//!     fn clear(&self) -> Result<()> { Ok(()) }
 //! }
 //!
 //! fn open(_: &BackendConfig) -> Result<Arc<dyn Backend>> {
@@ -36,7 +40,10 @@
 //! # Ok::<(), kvcache_core::Error>(())
 //! ```
 
+mod adapt;
+mod async_container;
 mod backend;
+mod breaker;
 mod cache;
 mod clock;
 mod codec;
@@ -46,8 +53,11 @@ mod error;
 mod flight;
 mod generator;
 mod interval;
+mod lead;
 mod options;
 mod registry;
+mod runtime;
+mod slot;
 mod stats;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -55,12 +65,13 @@ pub mod testkit;
 #[doc(hidden)]
 pub mod __private;
 
-pub use backend::{Backend, BackendConfig};
+pub use async_container::AsyncContainer;
+pub use backend::{AsyncStore, Backend, BackendConfig, BoxFuture, Space, Store};
 pub use cache::{Builder, KvCache, init};
 pub use clock::{Clock, ManualClock, SystemClock, expires_at};
 pub use config::Config;
 pub use container::Container;
-pub use error::{BoxError, Error, Result};
+pub use error::{BoxError, Error, Result, Source};
 pub use generator::Generator;
 pub use interval::parse_interval;
 pub use options::{ContainerOptions, OnBackendError};
@@ -68,4 +79,5 @@ pub use registry::{
     BackendFactory, BackendRegistration, GeneratorRegistration, backend_kind, backend_kinds,
     generators,
 };
+pub use runtime::{block_on, on_kvcache_runtime, runtime};
 pub use stats::Stats;

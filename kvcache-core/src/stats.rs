@@ -22,6 +22,9 @@ pub struct Stats {
     pub backend_errors: u64,
     /// Callers that waited for another caller's generator instead of running their own.
     pub waits: u64,
+    /// Backend calls refused at once by the backend's circuit breaker, during an outage, without
+    /// trying the backend; each is also a backend error.
+    pub fast_failures: u64,
 }
 
 #[derive(Debug, Default)]
@@ -33,6 +36,7 @@ pub(crate) struct Counters {
     generator_errors: AtomicU64,
     backend_errors: AtomicU64,
     waits: AtomicU64,
+    fast_failures: AtomicU64,
 }
 
 /// One kind of event to count.
@@ -45,6 +49,7 @@ pub(crate) enum Event {
     GeneratorError,
     BackendError,
     Wait,
+    FastFailure,
 }
 
 impl Counters {
@@ -57,6 +62,7 @@ impl Counters {
             Event::GeneratorError => &self.generator_errors,
             Event::BackendError => &self.backend_errors,
             Event::Wait => &self.waits,
+            Event::FastFailure => &self.fast_failures,
         };
         counter.fetch_add(1, Relaxed);
     }
@@ -70,6 +76,7 @@ impl Counters {
             generator_errors: self.generator_errors.load(Relaxed),
             backend_errors: self.backend_errors.load(Relaxed),
             waits: self.waits.load(Relaxed),
+            fast_failures: self.fast_failures.load(Relaxed),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The conformance suite every backend runs: the [`Backend`] contract, checked by assertions.
+//! The conformance suite every backend runs: the [`Backend`] contract, checked by assertions,
+//! through the synchronous path and again through the async one.
 //!
 //! A backend crate's test calls [`run`] on a freshly opened backend:
 //!
@@ -14,16 +15,20 @@
 //! shared, persistent database without seeing earlier runs' rows.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use std::sync::Arc;
 
-use crate::backend::Backend;
+use tokio::runtime::Runtime;
+
+use crate::backend::{AsyncStore, Backend, Store};
 use crate::cache::KvCache;
 use crate::clock::ManualClock;
 use crate::config::Config;
+use crate::error::Result;
 use crate::generator::Generator;
 use crate::options::ContainerOptions;
 
@@ -36,9 +41,82 @@ pub enum Time<'a> {
     Real,
 }
 
-type Check = fn(&dyn Backend, Time<'_>);
+/// The backend under test, seen through one path.
+struct Subject<'a> {
+    backend: &'a dyn Backend,
+    /// `None`: the synchronous path; else the runtime the async path's calls are awaited on.
+    runtime: Option<&'a Runtime>,
+}
 
-/// Runs every check on `backend`; panics with a message naming the check that failed.
+impl Subject<'_> {
+    /// The store of `container`, as this path's callers use it.
+    fn open(&self, container: &str) -> Arc<dyn Store> {
+        let space = self
+            .backend
+            .open(container)
+            .unwrap_or_else(|e| panic!("open({container:?}) failed: {e}"));
+        match self.runtime {
+            None => space.sync_store(),
+            Some(runtime) => Arc::new(Awaited {
+                store: space.async_store(),
+                runtime: runtime.handle().clone(),
+            }),
+        }
+    }
+}
+
+/// An async store's calls, each awaited on a test runtime, so that the checks read the same on
+/// both paths.
+struct Awaited {
+    store: Arc<dyn AsyncStore>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl fmt::Debug for Awaited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.store, f)
+    }
+}
+
+impl Store for Awaited {
+    fn store(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        self.runtime.block_on(self.store.store(key, value, ttl))
+    }
+
+    fn retrieve(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.runtime.block_on(self.store.retrieve(key))
+    }
+
+    fn invalidate(&self, key: &str) -> Result<()> {
+        self.runtime.block_on(self.store.invalidate(key))
+    }
+
+    fn clear(&self) -> Result<()> {
+        self.runtime.block_on(self.store.clear())
+    }
+
+    fn retrieve_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.runtime.block_on(self.store.retrieve_many(keys))
+    }
+
+    fn store_many(&self, entries: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        self.runtime.block_on(self.store.store_many(entries, ttl))
+    }
+}
+
+type Check = fn(&Subject<'_>, Time<'_>);
+
+/// The runtime the async path's checks run on: two workers, as a service would have.
+fn test_runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime for the async path")
+}
+
+/// Runs every check on `backend`, through the synchronous path and then through the async one;
+/// panics with a message naming the check and the path that failed.
 pub fn run(backend: &dyn Backend, time: Time<'_>) {
     let checks: [(&str, Check); 14] = [
         ("a missing key is a miss", missing_is_none),
@@ -59,9 +137,13 @@ pub fn run(backend: &dyn Backend, time: Time<'_>) {
         ("large keys and values round-trip", large_keys_and_values),
         ("threads on distinct keys", threads),
     ];
-    for (name, check) in checks {
-        eprintln!("testkit: {name}");
-        check(backend, time);
+    let runtime = test_runtime();
+    for (path, runtime) in [("sync", None), ("async", Some(&runtime))] {
+        let subject = Subject { backend, runtime };
+        for (name, check) in checks {
+            eprintln!("testkit ({path} path): {name}");
+            check(&subject, time);
+        }
     }
 }
 
@@ -90,44 +172,45 @@ fn ttl(time: Time<'_>) -> Duration {
     }
 }
 
-fn get(backend: &dyn Backend, container: &str, key: &str) -> Option<Vec<u8>> {
-    backend
-        .retrieve(container, key)
+fn get(s: &Subject<'_>, container: &str, key: &str) -> Option<Vec<u8>> {
+    s.open(container)
+        .retrieve(key)
         .unwrap_or_else(|e| panic!("retrieve({container:?}, {key:?}) failed: {e}"))
 }
 
-fn put(backend: &dyn Backend, container: &str, key: &str, value: &[u8], ttl: Option<Duration>) {
-    backend
-        .store(container, key, value, ttl)
+fn put(s: &Subject<'_>, container: &str, key: &str, value: &[u8], ttl: Option<Duration>) {
+    s.open(container)
+        .store(key, value, ttl)
         .unwrap_or_else(|e| panic!("store({container:?}, {key:?}) failed: {e}"));
 }
 
-fn missing_is_none(backend: &dyn Backend, _: Time<'_>) {
-    assert_eq!(get(backend, &unique("missing"), "nothing"), None);
+fn missing_is_none(s: &Subject<'_>, _: Time<'_>) {
+    assert_eq!(get(s, &unique("missing"), "nothing"), None);
 }
 
-fn store_then_retrieve(backend: &dyn Backend, _: Time<'_>) {
+fn store_then_retrieve(s: &Subject<'_>, _: Time<'_>) {
     let c = unique("store");
-    put(backend, &c, "k", b"value", None);
-    assert_eq!(get(backend, &c, "k").as_deref(), Some(&b"value"[..]));
-    assert_eq!(get(backend, &c, "other"), None);
+    put(s, &c, "k", b"value", None);
+    assert_eq!(get(s, &c, "k").as_deref(), Some(&b"value"[..]));
+    assert_eq!(get(s, &c, "other"), None);
     assert_eq!(
-        read_in_place(backend, &c, "k").as_deref(),
+        read_in_place(s, &c, "k").as_deref(),
         Some(&b"value"[..]),
         "retrieve_with"
     );
     assert_eq!(
-        read_in_place(backend, &c, "other"),
+        read_in_place(s, &c, "other"),
         None,
         "retrieve_with on a miss"
     );
 }
 
 /// What `retrieve_with` hands its reader, checking it calls the reader exactly when it finds.
-fn read_in_place(backend: &dyn Backend, container: &str, key: &str) -> Option<Vec<u8>> {
+fn read_in_place(s: &Subject<'_>, container: &str, key: &str) -> Option<Vec<u8>> {
     let mut seen = Vec::new();
-    let found = backend
-        .retrieve_with(container, key, &mut |bytes| seen.push(bytes.to_vec()))
+    let found = s
+        .open(container)
+        .retrieve_with(key, &mut |bytes| seen.push(bytes.to_vec()))
         .unwrap_or_else(|e| panic!("retrieve_with({container:?}, {key:?}) failed: {e}"));
     assert_eq!(
         seen.len(),
@@ -137,32 +220,29 @@ fn read_in_place(backend: &dyn Backend, container: &str, key: &str) -> Option<Ve
     seen.pop()
 }
 
-fn store_replaces(backend: &dyn Backend, _: Time<'_>) {
+fn store_replaces(s: &Subject<'_>, _: Time<'_>) {
     let c = unique("replace");
-    put(backend, &c, "k", b"first", None);
-    put(backend, &c, "k", b"second, longer", None);
-    assert_eq!(
-        get(backend, &c, "k").as_deref(),
-        Some(&b"second, longer"[..])
-    );
+    put(s, &c, "k", b"first", None);
+    put(s, &c, "k", b"second, longer", None);
+    assert_eq!(get(s, &c, "k").as_deref(), Some(&b"second, longer"[..]));
 }
 
-fn invalidate(backend: &dyn Backend, _: Time<'_>) {
+fn invalidate(s: &Subject<'_>, _: Time<'_>) {
     let c = unique("invalidate");
-    put(backend, &c, "k", b"v", None);
-    put(backend, &c, "kept", b"v", None);
-    backend.invalidate(&c, "k").expect("invalidate");
-    assert_eq!(get(backend, &c, "k"), None);
-    assert_eq!(get(backend, &c, "kept").as_deref(), Some(&b"v"[..]));
-    backend
-        .invalidate(&c, "k")
+    put(s, &c, "k", b"v", None);
+    put(s, &c, "kept", b"v", None);
+    s.open(&c).invalidate("k").expect("invalidate");
+    assert_eq!(get(s, &c, "k"), None);
+    assert_eq!(get(s, &c, "kept").as_deref(), Some(&b"v"[..]));
+    s.open(&c)
+        .invalidate("k")
         .expect("invalidating a missing key is not an error");
-    backend
-        .invalidate(&unique("never-used"), "k")
+    s.open(&unique("never-used"))
+        .invalidate("k")
         .expect("invalidating in an unused container is not an error");
 }
 
-fn containers_are_isolated(backend: &dyn Backend, _: Time<'_>) {
+fn containers_are_isolated(s: &Subject<'_>, _: Time<'_>) {
     let base = unique("iso");
     // Names that a naive "container:key" concatenation would confuse.
     let pairs = [
@@ -172,51 +252,51 @@ fn containers_are_isolated(backend: &dyn Backend, _: Time<'_>) {
         (format!("{base}:a:b:c"), String::new()),
     ];
     for (i, (c, k)) in pairs.iter().enumerate() {
-        put(backend, c, k, format!("value {i}").as_bytes(), None);
+        put(s, c, k, format!("value {i}").as_bytes(), None);
     }
     for (i, (c, k)) in pairs.iter().enumerate() {
         assert_eq!(
-            get(backend, c, k),
+            get(s, c, k),
             Some(format!("value {i}").into_bytes()),
             "container {c:?}, key {k:?}"
         );
     }
 }
 
-fn clear_one_container(backend: &dyn Backend, _: Time<'_>) {
+fn clear_one_container(s: &Subject<'_>, _: Time<'_>) {
     let (a, b) = (unique("clear-a"), unique("clear-b"));
     for key in ["1", "2", "3"] {
-        put(backend, &a, key, b"a", None);
-        put(backend, &b, key, b"b", None);
+        put(s, &a, key, b"a", None);
+        put(s, &b, key, b"b", None);
     }
-    backend.clear(&a).expect("clear");
+    s.open(&a).clear().expect("clear");
     for key in ["1", "2", "3"] {
-        assert_eq!(get(backend, &a, key), None, "cleared key {key:?}");
+        assert_eq!(get(s, &a, key), None, "cleared key {key:?}");
         assert_eq!(
-            get(backend, &b, key).as_deref(),
+            get(s, &b, key).as_deref(),
             Some(&b"b"[..]),
             "other container's key {key:?}"
         );
     }
-    backend
-        .clear(&unique("never-used"))
+    s.open(&unique("never-used"))
+        .clear()
         .expect("clearing an unused container");
 }
 
-fn expiry(backend: &dyn Backend, time: Time<'_>) {
+fn expiry(s: &Subject<'_>, time: Time<'_>) {
     let c = unique("expiry");
     let ttl = ttl(time);
-    put(backend, &c, "short", b"v", Some(ttl));
-    put(backend, &c, "long", b"v", Some(ttl * 10));
+    put(s, &c, "short", b"v", Some(ttl));
+    put(s, &c, "long", b"v", Some(ttl * 10));
     assert_eq!(
-        get(backend, &c, "short").as_deref(),
+        get(s, &c, "short").as_deref(),
         Some(&b"v"[..]),
         "fresh entry"
     );
     if let Time::Manual(_) = time {
         pass(time, ttl - Duration::from_millis(1));
         assert_eq!(
-            get(backend, &c, "short").as_deref(),
+            get(s, &c, "short").as_deref(),
             Some(&b"v"[..]),
             "1 ms before its ttl"
         );
@@ -224,64 +304,60 @@ fn expiry(backend: &dyn Backend, time: Time<'_>) {
     } else {
         pass(time, ttl + Duration::from_millis(200));
     }
+    assert_eq!(read_in_place(s, &c, "short"), None, "at its ttl, in place");
+    assert_eq!(get(s, &c, "short"), None, "at its ttl");
     assert_eq!(
-        read_in_place(backend, &c, "short"),
-        None,
-        "at its ttl, in place"
-    );
-    assert_eq!(get(backend, &c, "short"), None, "at its ttl");
-    assert_eq!(
-        get(backend, &c, "long").as_deref(),
+        get(s, &c, "long").as_deref(),
         Some(&b"v"[..]),
         "the longer ttl"
     );
     assert_eq!(
-        backend
-            .retrieve_many(&c, &["short", "long"])
+        s.open(&c)
+            .retrieve_many(&["short", "long"])
             .expect("retrieve_many"),
         vec![None, Some(b"v".to_vec())],
         "batch look-ups honour expiry too"
     );
 }
 
-fn no_ttl_never_expires(backend: &dyn Backend, time: Time<'_>) {
+fn no_ttl_never_expires(s: &Subject<'_>, time: Time<'_>) {
     let c = unique("forever");
-    put(backend, &c, "k", b"v", None);
+    put(s, &c, "k", b"v", None);
     match time {
         Time::Manual(_) => pass(time, Duration::from_secs(100 * 365 * 86_400)),
         Time::Real => pass(time, ttl(time) + Duration::from_millis(200)),
     }
-    assert_eq!(get(backend, &c, "k").as_deref(), Some(&b"v"[..]));
+    assert_eq!(get(s, &c, "k").as_deref(), Some(&b"v"[..]));
 }
 
-fn restore_replaces_ttl(backend: &dyn Backend, time: Time<'_>) {
+fn restore_replaces_ttl(s: &Subject<'_>, time: Time<'_>) {
     let c = unique("rettl");
-    put(backend, &c, "k", b"v1", Some(ttl(time)));
-    put(backend, &c, "k", b"v2", None);
+    put(s, &c, "k", b"v1", Some(ttl(time)));
+    put(s, &c, "k", b"v2", None);
     pass(time, ttl(time) + Duration::from_millis(200));
     assert_eq!(
-        get(backend, &c, "k").as_deref(),
+        get(s, &c, "k").as_deref(),
         Some(&b"v2"[..]),
         "the second store had no ttl"
     );
-    put(backend, &c, "k", b"v3", Some(ttl(time)));
+    put(s, &c, "k", b"v3", Some(ttl(time)));
     pass(time, ttl(time) + Duration::from_millis(200));
-    assert_eq!(get(backend, &c, "k"), None, "the third store had a ttl");
+    assert_eq!(get(s, &c, "k"), None, "the third store had a ttl");
 }
 
-fn purge_keeps_live(backend: &dyn Backend, time: Time<'_>) {
+fn purge_keeps_live(s: &Subject<'_>, time: Time<'_>) {
     let c = unique("purge");
-    put(backend, &c, "dies", b"v", Some(ttl(time)));
-    put(backend, &c, "lives", b"v", Some(ttl(time) * 10));
-    put(backend, &c, "forever", b"v", None);
+    put(s, &c, "dies", b"v", Some(ttl(time)));
+    put(s, &c, "lives", b"v", Some(ttl(time) * 10));
+    put(s, &c, "forever", b"v", None);
     pass(time, ttl(time) + Duration::from_millis(200));
-    backend.purge_expired().expect("purge_expired");
-    assert_eq!(get(backend, &c, "dies"), None);
-    assert_eq!(get(backend, &c, "lives").as_deref(), Some(&b"v"[..]));
-    assert_eq!(get(backend, &c, "forever").as_deref(), Some(&b"v"[..]));
+    s.backend.purge_expired().expect("purge_expired");
+    assert_eq!(get(s, &c, "dies"), None);
+    assert_eq!(get(s, &c, "lives").as_deref(), Some(&b"v"[..]));
+    assert_eq!(get(s, &c, "forever").as_deref(), Some(&b"v"[..]));
 }
 
-fn batches(backend: &dyn Backend, _: Time<'_>) {
+fn batches(s: &Subject<'_>, _: Time<'_>) {
     let c = unique("batch");
     let keys: Vec<String> = (0..16).map(|i| format!("key {i}")).collect();
     let entries: Vec<(&str, Vec<u8>)> = keys
@@ -290,9 +366,9 @@ fn batches(backend: &dyn Backend, _: Time<'_>) {
         .map(|k| (k.as_str(), k.as_bytes().to_vec()))
         .collect();
     let borrowed: Vec<(&str, &[u8])> = entries.iter().map(|(k, v)| (*k, v.as_slice())).collect();
-    backend.store_many(&c, &borrowed, None).expect("store_many");
+    s.open(&c).store_many(&borrowed, None).expect("store_many");
     let asked: Vec<&str> = keys.iter().map(String::as_str).rev().collect();
-    let found = backend.retrieve_many(&c, &asked).expect("retrieve_many");
+    let found = s.open(&c).retrieve_many(&asked).expect("retrieve_many");
     assert_eq!(found.len(), asked.len(), "one answer per key");
     for (key, value) in asked.iter().zip(found) {
         let index: usize = key[4..].parse().expect("key index");
@@ -300,11 +376,12 @@ fn batches(backend: &dyn Backend, _: Time<'_>) {
         assert_eq!(value, expected, "key {key:?}");
     }
     assert_eq!(
-        backend.retrieve_many(&c, &[]).expect("an empty batch"),
+        s.open(&c).retrieve_many(&[]).expect("an empty batch"),
         Vec::<Option<Vec<u8>>>::new()
     );
-    let repeated = backend
-        .retrieve_many(&c, &["key 0", "key 0"])
+    let repeated = s
+        .open(&c)
+        .retrieve_many(&["key 0", "key 0"])
         .expect("a repeated key");
     assert_eq!(
         repeated,
@@ -312,7 +389,7 @@ fn batches(backend: &dyn Backend, _: Time<'_>) {
     );
 }
 
-fn odd_keys_and_values(backend: &dyn Backend, _: Time<'_>) {
+fn odd_keys_and_values(s: &Subject<'_>, _: Time<'_>) {
     let c = unique("odd");
     let all_bytes: Vec<u8> = (0..=255).collect();
     let cases: [(&str, &[u8]); 6] = [
@@ -324,39 +401,32 @@ fn odd_keys_and_values(backend: &dyn Backend, _: Time<'_>) {
         ("  spaces  ", b"spaces kept"),
     ];
     for (key, value) in cases {
-        put(backend, &c, key, value, None);
+        put(s, &c, key, value, None);
     }
     for (key, value) in cases {
-        assert_eq!(get(backend, &c, key).as_deref(), Some(value), "key {key:?}");
+        assert_eq!(get(s, &c, key).as_deref(), Some(value), "key {key:?}");
     }
-    assert_eq!(
-        get(backend, &c, "spaces"),
-        None,
-        "keys are compared exactly"
-    );
-    assert_eq!(get(backend, &c, "BINARY"), None, "keys are case-sensitive");
+    assert_eq!(get(s, &c, "spaces"), None, "keys are compared exactly");
+    assert_eq!(get(s, &c, "BINARY"), None, "keys are case-sensitive");
 }
 
-fn large_keys_and_values(backend: &dyn Backend, _: Time<'_>) {
+fn large_keys_and_values(s: &Subject<'_>, _: Time<'_>) {
     let c = unique("large");
     let long_key = "k".repeat(64 * 1024);
     let other_long_key = format!("{}j", "k".repeat(64 * 1024 - 1));
     let big_value: Vec<u8> = (0..1024 * 1024).map(|i: u32| (i % 251) as u8).collect();
-    put(backend, &c, &long_key, b"long key", None);
-    put(backend, &c, &other_long_key, b"other long key", None);
-    put(backend, &c, "big", &big_value, None);
+    put(s, &c, &long_key, b"long key", None);
+    put(s, &c, &other_long_key, b"other long key", None);
+    put(s, &c, "big", &big_value, None);
+    assert_eq!(get(s, &c, &long_key).as_deref(), Some(&b"long key"[..]));
     assert_eq!(
-        get(backend, &c, &long_key).as_deref(),
-        Some(&b"long key"[..])
-    );
-    assert_eq!(
-        get(backend, &c, &other_long_key).as_deref(),
+        get(s, &c, &other_long_key).as_deref(),
         Some(&b"other long key"[..])
     );
-    assert_eq!(get(backend, &c, "big"), Some(big_value));
+    assert_eq!(get(s, &c, "big"), Some(big_value));
 }
 
-fn threads(backend: &dyn Backend, _: Time<'_>) {
+fn threads(s: &Subject<'_>, _: Time<'_>) {
     let c = unique("threads");
     thread::scope(|scope| {
         for t in 0..8 {
@@ -364,8 +434,8 @@ fn threads(backend: &dyn Backend, _: Time<'_>) {
             scope.spawn(move || {
                 for i in 0..50 {
                     let key = format!("{t}/{i}");
-                    put(backend, c, &key, key.as_bytes(), None);
-                    assert_eq!(get(backend, c, &key).as_deref(), Some(key.as_bytes()));
+                    put(s, c, &key, key.as_bytes(), None);
+                    assert_eq!(get(s, c, &key).as_deref(), Some(key.as_bytes()));
                 }
             });
         }
@@ -374,7 +444,7 @@ fn threads(backend: &dyn Backend, _: Time<'_>) {
     for t in 0..8 {
         for i in 0..50 {
             let key = format!("{t}/{i}");
-            seen.insert(key.clone(), get(backend, &c, &key));
+            seen.insert(key.clone(), get(s, &c, &key));
         }
     }
     assert!(seen.iter().all(|(k, v)| v.as_deref() == Some(k.as_bytes())));
@@ -406,15 +476,15 @@ pub fn corruption(backend: Arc<dyn Backend>) {
     let numbers = cache.container::<u64>(&other).expect("container");
 
     numbers.set("n", &42).expect("set a number");
-    let number_bytes = backend
-        .retrieve(&other, "n")
+    let number_bytes = open(&backend, &other)
+        .retrieve("n")
         .expect("retrieve")
         .expect("the number's bytes");
     strings
         .set("s", &"a valid string".to_owned())
         .expect("set a string");
-    let string_bytes = backend
-        .retrieve(&name, "s")
+    let string_bytes = open(&backend, &name)
+        .retrieve("s")
         .expect("retrieve")
         .expect("the string's bytes");
 
@@ -440,8 +510,8 @@ pub fn corruption(backend: Arc<dyn Backend>) {
     ];
     for (index, (what, bytes)) in cases.iter().enumerate() {
         let key = format!("key {index}");
-        backend
-            .store(&name, &key, bytes, None)
+        open(&backend, &name)
+            .store(&key, bytes, None)
             .expect("store corrupt bytes");
         assert_eq!(strings.peek(&key).expect("peek"), None, "{what} is a miss");
         assert_eq!(
@@ -455,13 +525,46 @@ pub fn corruption(backend: Arc<dyn Backend>) {
             "{what} is overwritten"
         );
     }
+    // The same through the async path.
+    let runtime = test_runtime();
+    let awaited = strings.to_async();
+    for (index, (what, bytes)) in cases.iter().enumerate() {
+        let key = format!("async key {index}");
+        open(&backend, &name)
+            .store(&key, bytes, None)
+            .expect("store corrupt bytes");
+        runtime.block_on(async {
+            assert_eq!(
+                awaited.peek(&key).await.expect("peek"),
+                None,
+                "{what} is a miss (async)"
+            );
+            assert_eq!(
+                awaited.get(&key).await.expect("get"),
+                generate(&key),
+                "{what} is regenerated (async)"
+            );
+            assert_eq!(
+                awaited.peek(&key).await.expect("peek").as_deref(),
+                Some(generate(&key).as_str()),
+                "{what} is overwritten (async)"
+            );
+        });
+    }
     let stats = strings.stats();
     assert_eq!(
         stats.undecodable,
-        2 * cases.len() as u64,
-        "each corrupt value is counted (peek and get)"
+        4 * cases.len() as u64,
+        "each corrupt value is counted (peek and get, on both paths)"
     );
-    assert_eq!(stats.generations, cases.len() as u64);
+    assert_eq!(stats.generations, 2 * cases.len() as u64);
     strings.clear().expect("clear");
     numbers.clear().expect("clear");
+}
+
+fn open(backend: &Arc<dyn Backend>, container: &str) -> Arc<dyn Store> {
+    backend
+        .open(container)
+        .unwrap_or_else(|e| panic!("open({container:?}) failed: {e}"))
+        .sync_store()
 }

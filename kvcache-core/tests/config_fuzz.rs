@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kvcache_core::{Backend, BackendConfig, BackendRegistration, Config, Error, KvCache, Result};
+use kvcache_core::{
+    Backend, BackendConfig, BackendRegistration, Config, Error, KvCache, Result, Space, Store,
+};
 use proptest::prelude::*;
 
 /// A kind that opens without I/O, so that building a cache from any configuration is cheap.
@@ -11,19 +13,25 @@ use proptest::prelude::*;
 struct Nothing;
 
 impl Backend for Nothing {
-    fn store(&self, _: &str, _: &str, _: &[u8], _: Option<Duration>) -> Result<()> {
-        Ok(())
-    }
-    fn retrieve(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>> {
-        Ok(None)
-    }
-    fn invalidate(&self, _: &str, _: &str) -> Result<()> {
-        Ok(())
-    }
-    fn clear(&self, _: &str) -> Result<()> {
-        Ok(())
+    fn open(&self, _: &str) -> Result<Space> {
+        Ok(Space::Memory(Arc::new(Nothing)))
     }
     fn purge_expired(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl Store for Nothing {
+    fn store(&self, _: &str, _: &[u8], _: Option<Duration>) -> Result<()> {
+        Ok(())
+    }
+    fn retrieve(&self, _: &str) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+    fn invalidate(&self, _: &str) -> Result<()> {
+        Ok(())
+    }
+    fn clear(&self) -> Result<()> {
         Ok(())
     }
 }

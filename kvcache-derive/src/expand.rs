@@ -29,7 +29,7 @@ fn registration(args: TokenStream, item: &TokenStream) -> syn::Result<TokenStrea
         other => {
             return Err(syn::Error::new_spanned(
                 other,
-                "#[generator] applies to a function `fn name(key: &str) -> V`",
+                "#[generator] applies to a function `fn name(key: &str) -> V` (or `async fn`)",
             ));
         }
     };
@@ -50,17 +50,32 @@ fn registration(args: TokenStream, item: &TokenStream) -> syn::Result<TokenStrea
     let sig = &function.sig;
     let ident = &sig.ident;
     let path = format!("::{}", ident.unraw());
-    let (output, constructor) = match &sig.output {
-        ReturnType::Type(_, output) if is_result(output) => (output.span(), "fallible"),
-        ReturnType::Type(_, output) => (output.span(), "new"),
-        ReturnType::Default => (sig.span(), "new"),
+    let (output, fallible) = match &sig.output {
+        ReturnType::Type(_, output) if is_result(output) => (output.span(), true),
+        ReturnType::Type(_, output) => (output.span(), false),
+        ReturnType::Default => (sig.span(), false),
+    };
+    let constructor = match (sig.asyncness.is_some(), fallible) {
+        (false, false) => "new",
+        (false, true) => "fallible",
+        (true, false) => "new_async",
+        (true, true) => "fallible_async",
     };
     let constructor = Ident::new(constructor, output);
     // The call is spanned on the return type, its path included, so that an error type that is
     // no `Into<BoxError>` is reported there.
     let call_krate = respan(krate.to_token_stream(), output);
-    let make = quote_spanned! {output=>
-        || #call_krate::__private::Generator::#constructor(#ident)
+    let make = match &sig.asyncness {
+        None => quote_spanned! {output=>
+            || #call_krate::__private::Generator::#constructor(#ident)
+        },
+        // A future that is not `Send` is reported on the return type, by the constructor's
+        // bound: "future cannot be sent between threads safely".
+        Some(_) => quote_spanned! {output=>
+            || #call_krate::__private::Generator::#constructor(
+                |key: ::std::string::String| async move { #ident(&key).await }
+            )
+        },
     };
     Ok(quote! {
         #krate::__private::inventory::submit! {
@@ -81,12 +96,6 @@ fn check(sig: &Signature) -> Vec<syn::Error> {
     let mut reject = |tokens: &dyn ToTokens, message: &str| {
         errors.push(syn::Error::new_spanned(tokens, message));
     };
-    if let Some(token) = &sig.asyncness {
-        reject(
-            token,
-            "a generator cannot be `async`: containers call it synchronously",
-        );
-    }
     if let Some(token) = &sig.unsafety {
         reject(
             token,

@@ -1,11 +1,12 @@
-//! The backend: each operation is one cached statement on a pooled connection.
+//! The backend and its containers' stores: each operation is one cached statement on a pooled
+//! connection.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kvcache_core::{Backend, Clock, Error, Result, expires_at};
+use kvcache_core::{Backend, Clock, Error, Result, Space, Store, expires_at};
 use rusqlite::{OptionalExtension, ToSql, TransactionBehavior, params};
 
 use crate::builder::FileBackendBuilder;
@@ -25,13 +26,27 @@ const KEY_SHOWN: usize = 64;
 /// WAL mode: reads run beside each other and beside a writer, and writers wait for each other up
 /// to the busy timeout. Each thread works on a connection of its own from a small pool, with
 /// its statements prepared once.
+///
+/// [`Backend::open`] gives each container a blocking store ([`Space::Blocking`]) on the shared
+/// file: the core runs its calls on tokio's blocking pool for async callers.
 pub struct FileBackend {
+    file: Arc<File>,
+}
+
+/// What every container's store of one backend shares: the file, its pool and its statements.
+struct File {
     name: String,
     path: PathBuf,
     table: String,
     clock: Arc<dyn Clock>,
     pool: Pool,
     sql: Sql,
+}
+
+/// One container's entries in the file: the store [`Backend::open`] gives it.
+struct FileStore {
+    file: Arc<File>,
+    container: Box<str>,
 }
 
 /// The backend's statements, written for its table.
@@ -108,25 +123,29 @@ impl FileBackend {
     ) -> Self {
         let sql = Sql::new(&table);
         FileBackend {
-            name,
-            path,
-            table,
-            clock,
-            pool,
-            sql,
+            file: Arc::new(File {
+                name,
+                path,
+                table,
+                clock,
+                pool,
+                sql,
+            }),
         }
     }
 
     /// The file's absolute path.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.file.path
     }
 
     /// The table holding the entries.
     pub fn table(&self) -> &str {
-        &self.table
+        &self.file.table
     }
+}
 
+impl File {
     /// The time, in Unix milliseconds, as SQLite stores it.
     fn now(&self) -> i64 {
         millis(self.clock.now_millis())
@@ -150,15 +169,23 @@ impl FileBackend {
             explain(error),
         )
     }
+}
 
-    /// Deletes the entry under (`container`, `key`) if it is still expired at `now`.
+impl FileStore {
+    /// Deletes the entry under `key` if it is still expired at `now`.
     ///
     /// The entry is a miss either way, so a failure (a read-only file, a writer holding the lock
     /// past the busy timeout) is no reason to fail the read: `purge_expired` deletes it later.
-    fn drop_expired(&self, connection: &Pooled<'_>, container: &str, key: &str, now: i64) {
+    fn drop_expired(&self, connection: &Pooled<'_>, key: &str, now: i64) {
         let _ = connection
-            .prepare_cached(&self.sql.delete_expired)
-            .and_then(|mut statement| statement.execute(params![container, key, now]));
+            .prepare_cached(&self.file.sql.delete_expired)
+            .and_then(|mut statement| statement.execute(params![&*self.container, key, now]));
+    }
+
+    /// An error of this store: `doing`, to its container, failed with `source`.
+    fn error(&self, doing: impl fmt::Display, error: rusqlite::Error) -> Error {
+        self.file
+            .error(format!("{doing} of container {:?}", self.container), error)
     }
 }
 
@@ -176,94 +203,91 @@ fn shown(key: &str) -> String {
 }
 
 impl Backend for FileBackend {
-    fn store(&self, container: &str, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        let expiry = self.expiry(ttl);
-        let connection = self.connection()?;
+    /// The container's store: every call of it is a blocking statement on the file.
+    fn open(&self, container: &str) -> Result<Space> {
+        Ok(Space::Blocking(Arc::new(FileStore {
+            file: Arc::clone(&self.file),
+            container: container.into(),
+        })))
+    }
+
+    fn purge_expired(&self) -> Result<()> {
+        let file = &*self.file;
+        let now = file.now();
+        let connection = file.connection()?;
         connection
-            .prepare_cached(&self.sql.upsert)
-            .and_then(|mut statement| statement.execute(params![container, key, value, expiry]))
-            .map_err(|error| {
-                self.error(
-                    format!("storing key {} of container {container:?}", shown(key)),
-                    error,
-                )
-            })?;
+            .prepare_cached(&file.sql.purge)
+            .and_then(|mut statement| statement.execute([now]))
+            .map_err(|error| file.error("deleting expired entries".to_owned(), error))?;
+        Ok(())
+    }
+}
+
+impl Store for FileStore {
+    fn store(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        let expiry = self.file.expiry(ttl);
+        let connection = self.file.connection()?;
+        connection
+            .prepare_cached(&self.file.sql.upsert)
+            .and_then(|mut statement| {
+                statement.execute(params![&*self.container, key, value, expiry])
+            })
+            .map_err(|error| self.error(format_args!("storing key {}", shown(key)), error))?;
         Ok(())
     }
 
-    fn retrieve(&self, container: &str, key: &str) -> Result<Option<Vec<u8>>> {
+    fn retrieve(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let mut found = None;
-        self.retrieve_with(container, key, &mut |bytes| found = Some(bytes.to_vec()))?;
+        self.retrieve_with(key, &mut |bytes| found = Some(bytes.to_vec()))?;
         Ok(found)
     }
 
     /// Reads the value in place, in SQLite's row, without copying it out.
-    fn retrieve_with(
-        &self,
-        container: &str,
-        key: &str,
-        read: &mut dyn FnMut(&[u8]),
-    ) -> Result<bool> {
-        let now = self.now();
-        let connection = self.connection()?;
+    fn retrieve_with(&self, key: &str, read: &mut dyn FnMut(&[u8])) -> Result<bool> {
+        let now = self.file.now();
+        let connection = self.file.connection()?;
         // No row: absent. A row with NULL: expired.
         let row: Option<bool> = connection
-            .prepare_cached(&self.sql.select)
+            .prepare_cached(&self.file.sql.select)
             .and_then(|mut statement| {
                 statement
-                    .query_row(params![container, key, now], |row| {
+                    .query_row(params![&*self.container, key, now], |row| {
                         Ok(row.get_ref(0)?.as_blob_or_null()?.map(&mut *read).is_some())
                     })
                     .optional()
             })
-            .map_err(|error| {
-                self.error(
-                    format!("reading key {} of container {container:?}", shown(key)),
-                    error,
-                )
-            })?;
+            .map_err(|error| self.error(format_args!("reading key {}", shown(key)), error))?;
         if row == Some(false) {
-            self.drop_expired(&connection, container, key, now);
+            self.drop_expired(&connection, key, now);
         }
         Ok(row == Some(true))
     }
 
-    fn invalidate(&self, container: &str, key: &str) -> Result<()> {
-        let connection = self.connection()?;
+    fn invalidate(&self, key: &str) -> Result<()> {
+        let connection = self.file.connection()?;
         connection
-            .prepare_cached(&self.sql.delete)
-            .and_then(|mut statement| statement.execute(params![container, key]))
+            .prepare_cached(&self.file.sql.delete)
+            .and_then(|mut statement| statement.execute(params![&*self.container, key]))
+            .map_err(|error| self.error(format_args!("removing key {}", shown(key)), error))?;
+        Ok(())
+    }
+
+    fn clear(&self) -> Result<()> {
+        let connection = self.file.connection()?;
+        connection
+            .prepare_cached(&self.file.sql.clear)
+            .and_then(|mut statement| statement.execute([&*self.container]))
             .map_err(|error| {
-                self.error(
-                    format!("removing key {} of container {container:?}", shown(key)),
-                    error,
-                )
+                self.file
+                    .error(format!("clearing container {:?}", self.container), error)
             })?;
         Ok(())
     }
 
-    fn clear(&self, container: &str) -> Result<()> {
-        let connection = self.connection()?;
-        connection
-            .prepare_cached(&self.sql.clear)
-            .and_then(|mut statement| statement.execute([container]))
-            .map_err(|error| self.error(format!("clearing container {container:?}"), error))?;
-        Ok(())
-    }
-
-    fn purge_expired(&self) -> Result<()> {
-        let now = self.now();
-        let connection = self.connection()?;
-        connection
-            .prepare_cached(&self.sql.purge)
-            .and_then(|mut statement| statement.execute([now]))
-            .map_err(|error| self.error("deleting expired entries".to_owned(), error))?;
-        Ok(())
-    }
-
     /// Looks the keys up with one statement per 256 distinct keys.
-    fn retrieve_many(&self, container: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
-        let now = self.now();
+    fn retrieve_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        let now = self.file.now();
+        let container: &str = &self.container;
         // The positions of `keys` in key order: a key's positions are neighbours, found by
         // binary search when its row comes back.
         let mut order: Vec<usize> = (0..keys.len()).collect();
@@ -272,7 +296,7 @@ impl Backend for FileBackend {
         distinct.dedup();
         let mut found: Vec<Option<Vec<u8>>> = vec![None; keys.len()];
         let mut expired = Vec::new();
-        let connection = self.connection()?;
+        let connection = self.file.connection()?;
         let mut read = |chunk: &[&str]| -> rusqlite::Result<()> {
             let power = chunk.len().next_power_of_two().ilog2() as usize;
             let mut parameters: Vec<&dyn ToSql> = Vec::with_capacity(2 + (1 << power));
@@ -280,7 +304,7 @@ impl Backend for FileBackend {
             parameters.extend(chunk.iter().map(|key| key as &dyn ToSql));
             // Padding repeats the chunk's first key, which the answer holds once.
             parameters.resize(2 + (1 << power), &chunk[0]);
-            let mut statement = connection.prepare_cached(&self.sql.select_many[power])?;
+            let mut statement = connection.prepare_cached(&self.file.sql.select_many[power])?;
             let mut rows = statement.query(&*parameters)?;
             while let Some(row) = rows.next()? {
                 let key = row.get_ref(0)?.as_str()?;
@@ -299,54 +323,56 @@ impl Backend for FileBackend {
             Ok(())
         };
         for chunk in distinct.chunks(BATCH) {
-            read(chunk).map_err(|error| {
-                self.error(
-                    format!("reading {} keys of container {container:?}", keys.len()),
-                    error,
-                )
-            })?;
+            read(chunk)
+                .map_err(|error| self.error(format_args!("reading {} keys", keys.len()), error))?;
         }
         for key in expired {
-            self.drop_expired(&connection, container, &key, now);
+            self.drop_expired(&connection, &key, now);
         }
         Ok(found)
     }
 
     /// Stores the entries in one transaction: all of them, or none.
-    fn store_many(
-        &self,
-        container: &str,
-        entries: &[(&str, &[u8])],
-        ttl: Option<Duration>,
-    ) -> Result<()> {
-        let expiry = self.expiry(ttl);
-        let mut connection = self.connection()?;
-        let doing = || format!("storing {} keys of container {container:?}", entries.len());
+    fn store_many(&self, entries: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        let expiry = self.file.expiry(ttl);
+        let mut connection = self.file.connection()?;
+        let failed = |error: rusqlite::Error| {
+            self.error(format_args!("storing {} keys", entries.len()), error)
+        };
         let transaction = connection
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|error| self.error(doing(), error))?;
+            .map_err(failed)?;
         {
             let mut statement = transaction
-                .prepare_cached(&self.sql.upsert)
-                .map_err(|error| self.error(doing(), error))?;
+                .prepare_cached(&self.file.sql.upsert)
+                .map_err(failed)?;
             for (key, value) in entries {
                 statement
-                    .execute(params![container, key, value, expiry])
-                    .map_err(|error| self.error(doing(), error))?;
+                    .execute(params![&*self.container, key, value, expiry])
+                    .map_err(failed)?;
             }
         }
-        transaction
-            .commit()
-            .map_err(|error| self.error(doing(), error))
+        transaction.commit().map_err(failed)
     }
 }
 
 impl fmt::Debug for FileBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FileBackend")
-            .field("name", &self.name)
-            .field("path", &self.path)
-            .field("table", &self.table)
+            .field("name", &self.file.name)
+            .field("path", &self.file.path)
+            .field("table", &self.file.table)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for FileStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileStore")
+            .field("backend", &self.file.name)
+            .field("path", &self.file.path)
+            .field("table", &self.file.table)
+            .field("container", &self.container)
             .finish_non_exhaustive()
     }
 }

@@ -4,6 +4,25 @@
 //! process. Threads and processes can share the file: it is in WAL mode, so reads run beside
 //! each other and beside a writer, and a write waits up to the busy timeout for another.
 //!
+//! ```
+//! use kvcache_core::Backend;
+//! use kvcache_file::FileBackend;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("kv.sqlite3");
+//! let greetings = FileBackend::open(&path)?.open("greeting")?.sync_store();
+//! greetings.store("Peter", b"Hello Peter!", None)?;
+//!
+//! // Another process, or a later run, finds it.
+//! let reopened = FileBackend::open(&path)?.open("greeting")?.sync_store();
+//! assert_eq!(reopened.retrieve("Peter")?.as_deref(), Some(&b"Hello Peter!"[..]));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Each container gets a store of its own from [`Backend::open`]:
+//! a blocking one ([`Space::Blocking`](kvcache_core::Space::Blocking)), whose calls the core runs
+//! on tokio's blocking pool for async callers.
+//!
 //! | option | meaning | default |
 //! |---|---|---|
 //! | `path` | the file; its parent directories are created | required |
@@ -22,20 +41,6 @@
 //! directory, a file that is not SQLite, a table of that name with other columns, and a table
 //! written by a newer kvcache. A file that becomes read-only while in use fails writes and still
 //! serves reads.
-//!
-//! ```
-//! use kvcache_core::Backend;
-//! use kvcache_file::FileBackend;
-//!
-//! let dir = tempfile::tempdir()?;
-//! let path = dir.path().join("kv.sqlite3");
-//! FileBackend::open(&path)?.store("greeting", "Peter", b"Hello Peter!", None)?;
-//!
-//! // Another process, or a later run, finds it.
-//! let reopened = FileBackend::open(&path)?;
-//! assert_eq!(reopened.retrieve("greeting", "Peter")?.as_deref(), Some(&b"Hello Peter!"[..]));
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
 
 mod backend;
 mod builder;

@@ -11,9 +11,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use kvcache_core::{Backend, BackendConfig, Error, backend_kind};
+use kvcache_core::{BackendConfig, Error, backend_kind};
 use kvcache_file::FileBackend;
 use rusqlite::Connection;
+
+mod common;
+
+use common::store;
 
 /// The error and its sources, as one line.
 fn chain(error: &Error) -> String {
@@ -140,9 +144,8 @@ fn an_existing_file_in_a_directory_that_is_not_writable_is_refused_and_kept() {
     let dir = tempfile::tempdir().unwrap();
     let locked = dir.path().join("locked");
     let path = locked.join("kv.sqlite3");
-    FileBackend::open(&path)
-        .unwrap()
-        .store("c", "k", b"kept", None)
+    store(&FileBackend::open(&path).unwrap(), "c")
+        .store("k", b"kept", None)
         .unwrap();
     let before = fs::read(&path).unwrap();
     let Some(guard) = unwritable_directory(&locked) else {
@@ -162,7 +165,7 @@ fn an_existing_file_in_a_directory_that_is_not_writable_is_refused_and_kept() {
     assert_eq!(fs::read(&path).unwrap(), before, "the file is unchanged");
     let reopened = FileBackend::open(&path).unwrap();
     assert_eq!(
-        reopened.retrieve("c", "k").unwrap().as_deref(),
+        store(&reopened, "c").retrieve("k").unwrap().as_deref(),
         Some(&b"kept"[..])
     );
 }
@@ -240,7 +243,7 @@ fn a_table_with_other_columns_is_refused_and_left_as_it_was() {
         .table("cache_entries")
         .open()
         .unwrap();
-    backend.store("c", "k", b"v", None).unwrap();
+    store(&backend, "c").store("k", b"v", None).unwrap();
     assert_eq!(contents(&path, "kvcache").1, before.1);
 }
 
@@ -248,9 +251,8 @@ fn a_table_with_other_columns_is_refused_and_left_as_it_was() {
 fn a_table_written_by_a_newer_schema_is_refused_and_kept() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kv.sqlite3");
-    FileBackend::open(&path)
-        .unwrap()
-        .store("c", "k", b"kept", None)
+    store(&FileBackend::open(&path).unwrap(), "c")
+        .store("k", b"kept", None)
         .unwrap();
     Connection::open(&path)
         .unwrap()
@@ -274,7 +276,8 @@ fn a_file_that_becomes_read_only_fails_writes_and_still_serves_reads() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kv.sqlite3");
     let backend = FileBackend::open(&path).unwrap();
-    backend.store("c", "kept", b"stored before", None).unwrap();
+    let c = store(&backend, "c");
+    c.store("kept", b"stored before", None).unwrap();
     let wal = dir.path().join("kv.sqlite3-wal");
     let shm = dir.path().join("kv.sqlite3-shm");
     assert!(
@@ -289,8 +292,8 @@ fn a_file_that_becomes_read_only_fails_writes_and_still_serves_reads() {
         );
     };
 
-    let error = backend
-        .store("c", "new", b"refused", None)
+    let error = c
+        .store("new", b"refused", None)
         .expect_err("a write to a read-only file");
     let text = chain(&error);
     assert!(text.contains(&path.display().to_string()), "{text}");
@@ -298,24 +301,21 @@ fn a_file_that_becomes_read_only_fails_writes_and_still_serves_reads() {
         text.contains("storing key \"new\" of container \"c\""),
         "{text}"
     );
-    assert!(
-        backend.invalidate("c", "kept").is_err(),
-        "a remove is a write too"
-    );
+    assert!(c.invalidate("kept").is_err(), "a remove is a write too");
     assert_eq!(
-        backend.retrieve("c", "kept").unwrap().as_deref(),
+        c.retrieve("kept").unwrap().as_deref(),
         Some(&b"stored before"[..])
     );
-    assert_eq!(backend.retrieve("c", "new").unwrap(), None);
+    assert_eq!(c.retrieve("new").unwrap(), None);
 
     drop(guard);
-    backend.store("c", "new", b"accepted", None).unwrap();
+    c.store("new", b"accepted", None).unwrap();
     assert_eq!(
-        backend.retrieve("c", "kept").unwrap().as_deref(),
+        c.retrieve("kept").unwrap().as_deref(),
         Some(&b"stored before"[..])
     );
     assert_eq!(
-        backend.retrieve("c", "new").unwrap().as_deref(),
+        c.retrieve("new").unwrap().as_deref(),
         Some(&b"accepted"[..])
     );
 }

@@ -10,6 +10,10 @@ use kvcache_core::{Backend, ManualClock};
 use kvcache_file::FileBackend;
 use rusqlite::Connection;
 
+mod common;
+
+use common::store;
+
 const NOW: u64 = 1_700_000_000_000;
 
 fn open(path: &Path) -> (FileBackend, ManualClock) {
@@ -61,13 +65,11 @@ fn expiry_is_stored_in_unix_milliseconds_and_no_ttl_is_null() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kv.sqlite3");
     let (backend, _) = open(&path);
-    backend
-        .store("c", "brief", b"v", Some(Duration::from_secs(90)))
+    let c = store(&backend, "c");
+    c.store("brief", b"v", Some(Duration::from_secs(90)))
         .unwrap();
-    backend.store("c", "forever", b"v", None).unwrap();
-    backend
-        .store("c", "huge", b"v", Some(Duration::MAX))
-        .unwrap();
+    c.store("forever", b"v", None).unwrap();
+    c.store("huge", b"v", Some(Duration::MAX)).unwrap();
     assert_eq!(
         rows(&path),
         [
@@ -83,21 +85,16 @@ fn an_expired_row_is_a_miss_and_is_deleted_when_read() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kv.sqlite3");
     let (backend, clock) = open(&path);
-    backend
-        .store("c", "one", b"v", Some(Duration::from_secs(1)))
-        .unwrap();
-    backend
-        .store("c", "many", b"v", Some(Duration::from_secs(1)))
-        .unwrap();
-    backend
-        .store("c", "kept", b"v", Some(Duration::from_secs(2)))
-        .unwrap();
+    let c = store(&backend, "c");
+    c.store("one", b"v", Some(Duration::from_secs(1))).unwrap();
+    c.store("many", b"v", Some(Duration::from_secs(1))).unwrap();
+    c.store("kept", b"v", Some(Duration::from_secs(2))).unwrap();
     clock.advance(Duration::from_secs(1));
 
-    assert_eq!(backend.retrieve("c", "one").unwrap(), None);
+    assert_eq!(c.retrieve("one").unwrap(), None);
     assert_eq!(rows(&path).len(), 2, "the expired row read was deleted");
     assert_eq!(
-        backend.retrieve_many("c", &["many", "kept"]).unwrap(),
+        c.retrieve_many(&["many", "kept"]).unwrap(),
         [None, Some(b"v".to_vec())]
     );
     assert_eq!(
@@ -112,13 +109,14 @@ fn purge_expired_deletes_every_expired_row_of_every_container() {
     let path = dir.path().join("kv.sqlite3");
     let (backend, clock) = open(&path);
     for container in ["a", "b"] {
+        let c = store(&backend, container);
         for i in 0..50_u32 {
             let ttl = i.is_multiple_of(2).then(|| Duration::from_secs(10));
-            backend.store(container, &i.to_string(), b"v", ttl).unwrap();
+            c.store(&i.to_string(), b"v", ttl).unwrap();
         }
     }
-    backend
-        .store("a", "later", b"v", Some(Duration::from_secs(11)))
+    store(&backend, "a")
+        .store("later", b"v", Some(Duration::from_secs(11)))
         .unwrap();
     clock.advance(Duration::from_secs(10));
     backend.purge_expired().unwrap();
@@ -139,9 +137,10 @@ fn clear_deletes_one_container_only() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kv.sqlite3");
     let (backend, _) = open(&path);
-    backend.store("a", "k", b"v", None).unwrap();
-    backend.store("b", "k", b"v", None).unwrap();
-    backend.clear("a").unwrap();
+    let (a, b) = (store(&backend, "a"), store(&backend, "b"));
+    a.store("k", b"v", None).unwrap();
+    b.store("k", b"v", None).unwrap();
+    a.clear().unwrap();
     assert_eq!(rows(&path), [("b".into(), "k".into(), None)]);
 }
 
@@ -155,10 +154,10 @@ fn a_64_kib_key_holds_a_16_mib_value() {
     let value: Vec<u8> = (0..16 * 1024 * 1024 + 1)
         .map(|i: u32| (i % 253) as u8)
         .collect();
-    backend.store("c", &key, &value, None).unwrap();
+    store(&backend, "c").store(&key, &value, None).unwrap();
     drop(backend);
     let (reopened, _) = open(&path);
-    assert_eq!(reopened.retrieve("c", &key).unwrap(), Some(value));
+    assert_eq!(store(&reopened, "c").retrieve(&key).unwrap(), Some(value));
 }
 
 #[test]
@@ -172,11 +171,12 @@ fn batches_span_many_statements_and_keep_order_and_repeats() {
         .step_by(3)
         .map(|k| (k.as_str(), k.as_bytes()))
         .collect();
-    backend.store_many("c", &entries, None).unwrap();
+    let c = store(&backend, "c");
+    c.store_many(&entries, None).unwrap();
 
     // Every key, each twice, in an order unlike the table's.
     let asked: Vec<&str> = keys.iter().chain(&keys).rev().map(String::as_str).collect();
-    let found = backend.retrieve_many("c", &asked).unwrap();
+    let found = c.retrieve_many(&asked).unwrap();
     assert_eq!(found.len(), asked.len());
     for (key, value) in asked.iter().zip(found) {
         let index: usize = key[4..].parse().unwrap();
@@ -196,7 +196,8 @@ fn reads_go_on_beside_a_writer_and_writes_wait_up_to_the_busy_timeout() {
         .busy_timeout(Duration::from_millis(50))
         .open()
         .unwrap();
-    backend.store("c", "k", b"before", None).unwrap();
+    let c = store(&backend, "c");
+    c.store("k", b"before", None).unwrap();
 
     // Another process's writer, in the middle of its transaction.
     let mut other = Connection::open(&path).unwrap();
@@ -208,22 +209,19 @@ fn reads_go_on_beside_a_writer_and_writes_wait_up_to_the_busy_timeout() {
         .unwrap();
 
     assert_eq!(
-        backend.retrieve("c", "k").unwrap().as_deref(),
+        c.retrieve("k").unwrap().as_deref(),
         Some(&b"before"[..]),
         "reads see the last commit"
     );
-    let error = backend
-        .store("c", "k", b"blocked", None)
+    let error = c
+        .store("k", b"blocked", None)
         .expect_err("the lock is held past the busy timeout");
     let text = format!("{error}: {}", std::error::Error::source(&error).unwrap());
     assert!(text.contains("longer than the busy timeout"), "{text}");
 
     transaction.rollback().unwrap();
-    backend.store("c", "k", b"after", None).unwrap();
-    assert_eq!(
-        backend.retrieve("c", "k").unwrap().as_deref(),
-        Some(&b"after"[..])
-    );
+    c.store("k", b"after", None).unwrap();
+    assert_eq!(c.retrieve("k").unwrap().as_deref(), Some(&b"after"[..]));
 }
 
 #[test]
@@ -231,21 +229,20 @@ fn threads_share_the_file_through_connections_of_their_own() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kv.sqlite3");
     let (backend, _) = open(&path);
+    let shared = store(&backend, "shared");
     std::thread::scope(|scope| {
         for t in 0..8 {
-            let backend = &backend;
+            let shared = &shared;
             scope.spawn(move || {
                 for i in 0..200_u32 {
                     let key = format!("{}", i % 20);
-                    backend
-                        .store("shared", &key, format!("{t}").as_bytes(), None)
-                        .unwrap();
+                    shared.store(&key, format!("{t}").as_bytes(), None).unwrap();
                     // Another thread may have removed it since.
-                    if let Some(value) = backend.retrieve("shared", &key).unwrap() {
+                    if let Some(value) = shared.retrieve(&key).unwrap() {
                         assert!(std::str::from_utf8(&value).unwrap().parse::<u32>().unwrap() < 8);
                     }
                     if i.is_multiple_of(7) {
-                        backend.invalidate("shared", &key).unwrap();
+                        shared.invalidate(&key).unwrap();
                     }
                 }
             });

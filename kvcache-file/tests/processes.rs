@@ -16,9 +16,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kvcache_core::Backend;
 use kvcache_file::FileBackend;
 use rusqlite::Connection;
+
+mod common;
 
 /// Set in a worker's environment: its number.
 const WORKER: &str = "KVCACHE_FILE_TEST_WORKER";
@@ -111,9 +112,10 @@ fn check(dir: &Path, path: &Path) {
 
     // The final state, read after every worker ended, is checked as one more read.
     let backend = FileBackend::open(path).unwrap();
+    let shared = common::store(&backend, CONTAINER);
     let after = now();
     for key in (0..KEYS).map(|k| format!("key-{k}")) {
-        let stored = backend.retrieve(CONTAINER, &key).unwrap();
+        let stored = shared.retrieve(&key).unwrap();
         ops.push(Op {
             kind: "get".into(),
             value: stored.as_deref().map_or("-", identity).to_owned(),
@@ -122,7 +124,7 @@ fn check(dir: &Path, path: &Path) {
             end: after,
         });
     }
-    drop(backend);
+    drop((shared, backend));
 
     let mut by_key: HashMap<&str, Vec<&Op>> = HashMap::new();
     for op in &ops {
@@ -209,6 +211,7 @@ fn work(worker: u64) {
         )
     };
     let backend = FileBackend::open(&path).unwrap_or_else(|e| fail("opening", e));
+    let shared = common::store(&backend, CONTAINER);
     // xorshift64, seeded per worker.
     let mut state = 0x9E37_79B9_7F4A_7C15 ^ (worker + 1);
     let mut next = move || {
@@ -234,8 +237,8 @@ fn work(worker: u64) {
         match (random >> 32) % 10 {
             0..=3 => {
                 let value = value(&mut seq, random);
-                backend
-                    .store(CONTAINER, key, value.as_bytes(), None)
+                shared
+                    .store(key, value.as_bytes(), None)
                     .unwrap_or_else(|e| fail("storing", e));
                 writeln!(
                     log,
@@ -252,8 +255,8 @@ fn work(worker: u64) {
                     .zip(&values)
                     .map(|(k, v)| (k.as_str(), v.as_bytes()))
                     .collect();
-                backend
-                    .store_many(CONTAINER, &entries, None)
+                shared
+                    .store_many(&entries, None)
                     .unwrap_or_else(|e| fail("storing a batch", e));
                 let end = now();
                 for (key, value) in &entries {
@@ -261,22 +264,20 @@ fn work(worker: u64) {
                 }
             }
             5 | 6 => {
-                backend
-                    .invalidate(CONTAINER, key)
+                shared
+                    .invalidate(key)
                     .unwrap_or_else(|e| fail("removing", e));
                 writeln!(log, "remove {key} - {start} {}", now()).unwrap();
             }
             7 | 8 => {
-                let value = backend
-                    .retrieve(CONTAINER, key)
-                    .unwrap_or_else(|e| fail("reading", e));
+                let value = shared.retrieve(key).unwrap_or_else(|e| fail("reading", e));
                 let seen = value.as_deref().map_or("-", identity);
                 writeln!(log, "get {key} {seen} {start} {}", now()).unwrap();
             }
             _ => {
                 let asked: Vec<&str> = keys.iter().map(String::as_str).collect();
-                let values = backend
-                    .retrieve_many(CONTAINER, &asked)
+                let values = shared
+                    .retrieve_many(&asked)
                     .unwrap_or_else(|e| fail("reading a batch", e));
                 let end = now();
                 for (key, value) in asked.iter().zip(values) {

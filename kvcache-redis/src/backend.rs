@@ -1,16 +1,20 @@
-//! The Redis store: one command per call, `MGET` and a pipeline for batches, `SCAN` + `UNLINK`
-//! for `clear`.
+//! The Redis store: one multiplexed connection per backend, shared by every container; one
+//! command per call, `MGET` and a pipeline for batches, `SCAN` + `UNLINK` for `clear`.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use kvcache_core::{Backend, BoxError, Error, Result};
-use r2d2::{ManageConnection, Pool};
-use redis::{Cmd, Connection, RedisResult};
+use kvcache_core::{AsyncStore, Backend, BoxFuture, Error, Result, Space};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisResult};
+use tokio::task::JoinHandle;
 
 use crate::config::RedisConfig;
-use crate::key::Keys;
-use crate::pool::Manager;
+use crate::key::{ContainerKeys, Keys};
 
 /// How many keys one `SCAN` step of `clear` asks for.
 const SCAN_COUNT: u32 = 1000;
@@ -20,15 +24,39 @@ const MAX_PX: u64 = i64::MAX as u64 / 2;
 
 /// A Redis server as a kvcache backend, shared by every container that names it.
 ///
-/// Built from a [`RedisConfig`], or by `kvcache::init` for `backend.NAME = redis`. Calls borrow
-/// a connection from a pool of at most `pool_size`; a connection the server dropped (it
-/// restarted) is replaced on the next call. Its `Debug` output names the host and port, never
-/// the URL's credentials.
+/// Built from a [`RedisConfig`] ([`RedisConfig::open`]), or by `kvcache::init` for
+/// `backend.NAME = redis`. It holds one multiplexed connection (redis-rs's
+/// [`ConnectionManager`]), which every container and every caller share: concurrent commands
+/// are pipelined on it. A connection the server dropped (it restarted) is replaced on the next
+/// call, without rebuilding anything.
+///
+/// The connection lives on kvcache's own runtime ([`kvcache_core::runtime`]), so that it
+/// outlives any runtime of the application's; async callers on another runtime send their
+/// commands there. Cloning is cheap: clones share the connection.
+///
+/// Its `Debug` output names the host and port (or socket), never the URL's credentials.
+#[derive(Clone)]
 pub struct RedisBackend {
+    shared: Arc<Shared>,
+}
+
+/// What every container of one backend shares.
+struct Shared {
+    /// The backend's name in the configuration, for errors.
     name: String,
+    /// `redis at HOST:PORT` or `redis at unix socket PATH`.
     endpoint: String,
     keys: Keys,
-    pool: Pool<Manager>,
+    connection: ConnectionManager,
+    command_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+/// One container's entries: the backend's connection and the container's keys, computed once.
+struct ContainerStore {
+    shared: Arc<Shared>,
+    container: String,
+    keys: ContainerKeys,
 }
 
 /// What a store does about expiry.
@@ -70,6 +98,30 @@ impl Expiry {
     }
 }
 
+/// What one call sends.
+enum Request {
+    Command(Cmd),
+    Pipeline(Pipeline),
+}
+
+impl Request {
+    async fn query<T: FromRedisValue>(&self, connection: &mut ConnectionManager) -> RedisResult<T> {
+        match self {
+            Request::Command(command) => command.query_async(connection).await,
+            Request::Pipeline(pipeline) => pipeline.query_async(connection).await,
+        }
+    }
+}
+
+/// Why a call failed.
+enum Failure {
+    /// No answer within the bound.
+    TimedOut,
+    Redis(RedisError),
+    /// The task that ran the call panicked or was cancelled by kvcache's runtime shutting down.
+    Lost(String),
+}
+
 impl RedisBackend {
     /// Connects as `config` says; `config` has been checked.
     pub(crate) fn open(config: &RedisConfig) -> Result<Self> {
@@ -86,185 +138,361 @@ impl RedisBackend {
         } else {
             format!("redis at {address}")
         };
-        let manager = Manager::new(client, config.connect_timeout, config.command_timeout);
-        // Connect and PING once now, so that a wrong address or a wrong or missing password
-        // fails here, not at first use.
-        let mut first = manager.connect().map_err(|error| {
-            Error::backend(
-                config.name.clone(),
-                format!(
-                    "cannot connect to {endpoint} (connect_timeout {:?})",
-                    config.connect_timeout
-                ),
-                error,
+        let fail = |doing: &str, bound: Duration, failure: Failure| {
+            failure.into_error(&config.name, &endpoint, bound, doing)
+        };
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.command_timeout))
+            // One connect per attempt: a call that finds the connection down retries once, within
+            // its own bound (see `call`), instead of waiting out redis-rs's backoff.
+            .set_number_of_retries(0);
+        let (connect_timeout, command_timeout) = (config.connect_timeout, config.command_timeout);
+        // Connect and PING once now, on kvcache's runtime (where the connection's driver task then
+        // lives), so that a wrong address or a wrong or missing password fails here, not at first
+        // use.
+        let connect = async move {
+            let connection = tokio::time::timeout(
+                connect_timeout,
+                ConnectionManager::new_with_config(client, manager_config),
             )
-        })?;
-        manager.is_valid(&mut first).map_err(|error| {
-            Error::backend(
-                config.name.clone(),
-                format!("{endpoint} does not answer PING"),
-                error,
+            .await;
+            let mut connection = match connection {
+                Ok(Ok(connection)) => connection,
+                Ok(Err(error)) => {
+                    return Err(("connecting", connect_timeout, Failure::Redis(error)));
+                }
+                Err(_) => return Err(("connecting", connect_timeout, Failure::TimedOut)),
+            };
+            let ping = tokio::time::timeout(
+                command_timeout,
+                redis::cmd("PING").query_async::<()>(&mut connection),
             )
-        })?;
-        let pool = Pool::builder()
-            .max_size(config.pool_size)
-            .min_idle(Some(0))
-            .test_on_check_out(false)
-            // Waiting for a pooled connection: one connect, or one command on another thread's.
-            .connection_timeout(config.connect_timeout + config.command_timeout)
-            .error_handler(Box::new(r2d2::NopErrorHandler))
-            .build_unchecked(manager);
+            .await;
+            match ping {
+                Ok(Ok(())) => Ok(connection),
+                Ok(Err(error)) => Err(("sending PING", command_timeout, Failure::Redis(error))),
+                Err(_) => Err(("sending PING", command_timeout, Failure::TimedOut)),
+            }
+        };
+        // Opened from kvcache's own runtime (in an async generator driven for a synchronous
+        // caller), this is the core's clear error rather than a wait for itself.
+        let connection = kvcache_core::block_on(connect)?
+            .ok_or_else(|| {
+                fail(
+                    "connecting",
+                    connect_timeout,
+                    Failure::Lost("the connecting task panicked".to_owned()),
+                )
+            })?
+            .map_err(|(doing, bound, failure)| fail(doing, bound, failure))?;
         Ok(RedisBackend {
-            name: config.name.clone(),
-            endpoint,
-            keys: Keys::new(&config.prefix),
-            pool,
+            shared: Arc::new(Shared {
+                name: config.name.clone(),
+                endpoint,
+                keys: Keys::new(&config.prefix),
+                connection,
+                command_timeout,
+                connect_timeout,
+            }),
         })
     }
+}
 
-    /// Runs `command` on a pooled connection; `doing` describes it for errors.
+/// A task of kvcache's runtime, aborted when the caller stops waiting for it.
+struct Spawned<T>(JoinHandle<T>);
+
+impl<T> Future for Spawned<T> {
+    type Output = std::result::Result<T, tokio::task::JoinError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for Spawned<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Shared {
+    /// Sends `request` and reads its answer, within `command_timeout`; `doing` describes it for
+    /// errors.
     ///
-    /// A pooled connection that the server dropped (it restarted) fails at once; the command is
-    /// then retried on the next one, up to a freshly opened one. Every command sent is
-    /// idempotent, so one that did reach the server before its connection dropped may run twice
-    /// without harm.
-    fn call<T>(
-        &self,
-        doing: impl Fn() -> String,
-        mut command: impl FnMut(&mut Connection) -> RedisResult<T>,
-    ) -> Result<T> {
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let mut conn = self.pool.get().map_err(|error| self.error(&doing, error))?;
-            match command(&mut conn.redis) {
-                Ok(value) => return Ok(value),
-                Err(error) => {
-                    // An error reply leaves the connection in step; any other error may not.
-                    conn.broken = error.code().is_none();
-                    if !(error.is_connection_dropped() && attempts <= self.pool.max_size()) {
-                        return Err(self.error(&doing, error));
-                    }
-                }
-            }
-        }
+    /// It runs on kvcache's runtime, where the connection lives: inline when the caller is there
+    /// already (the synchronous path), else as a task of its own. A call that finds the connection
+    /// dropped (the server restarted) has made redis-rs start a reconnect; it is sent once more,
+    /// on the new connection. Every command sent is idempotent, so one that reached the server
+    /// before its connection dropped may run twice without harm.
+    async fn call<T>(&self, request: Request, doing: impl FnOnce() -> String) -> Result<T>
+    where
+        T: FromRedisValue + Send + 'static,
+    {
+        self.send(request)
+            .await
+            .map_err(|failure| self.error(failure, &doing()))
     }
 
-    fn error(&self, doing: &impl Fn() -> String, source: impl Into<BoxError>) -> Error {
-        Error::backend(
-            self.name.clone(),
-            format!("{} on {}", doing(), self.endpoint),
-            source,
-        )
+    /// The error of `failure` while `doing` something.
+    fn error(&self, failure: Failure, doing: &str) -> Error {
+        failure.into_error(&self.name, &self.endpoint, self.command_timeout, doing)
+    }
+
+    /// [`call`](Shared::call), its failure not yet an error.
+    async fn send<T>(&self, request: Request) -> std::result::Result<T, Failure>
+    where
+        T: FromRedisValue + Send + 'static,
+    {
+        let bound = self.command_timeout;
+        let mut connection = self.connection.clone();
+        let attempt = async move {
+            let run = async {
+                match request.query(&mut connection).await {
+                    Err(error) if error.is_io_error() => request.query(&mut connection).await,
+                    other => other,
+                }
+            };
+            match tokio::time::timeout(bound, run).await {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(error)) => Err(Failure::Redis(error)),
+                Err(_) => Err(Failure::TimedOut),
+            }
+        };
+        if kvcache_core::on_kvcache_runtime() {
+            return attempt.await;
+        }
+        match kvcache_core::runtime() {
+            Ok(runtime) => Spawned(runtime.spawn(attempt))
+                .await
+                .unwrap_or_else(|error| Err(Failure::Lost(error.to_string()))),
+            Err(error) => Err(Failure::Lost(error.to_string())),
+        }
+    }
+}
+
+impl Failure {
+    /// The error of a call that was `doing` something on `endpoint` of backend `name`, bounded by
+    /// `bound`. It names all three and, for a connection that failed, how; never a credential.
+    fn into_error(self, name: &str, endpoint: &str, bound: Duration, doing: &str) -> Error {
+        let no_answer = || {
+            format!(
+                "no answer from {endpoint} within {} while {doing}",
+                ms(bound)
+            )
+        };
+        match self {
+            Failure::TimedOut => Error::unavailable(
+                name,
+                no_answer(),
+                format!("the call was cut after {}", ms(bound)),
+            ),
+            Failure::Lost(why) => Error::backend(name, format!("{doing} on {endpoint}"), why),
+            Failure::Redis(error) if error.is_timeout() => {
+                Error::unavailable(name, no_answer(), error)
+            }
+            Failure::Redis(error) if error.is_io_error() => {
+                let how = if error.is_connection_refusal() {
+                    if endpoint.contains("unix socket") {
+                        "no server listens on the socket"
+                    } else {
+                        "connection refused"
+                    }
+                } else if error.is_connection_dropped() {
+                    "connection lost"
+                } else {
+                    "I/O error"
+                };
+                Error::unavailable(
+                    name,
+                    format!("cannot reach {endpoint} ({how}) while {doing}"),
+                    error,
+                )
+            }
+            Failure::Redis(error) => Error::backend(
+                name,
+                format!("{endpoint} answered an error while {doing}"),
+                error,
+            ),
+        }
+    }
+}
+
+/// `bound` for a message: `500 ms`, `5000 ms`, or `Debug`'s form below a millisecond's grain.
+fn ms(bound: Duration) -> String {
+    if bound.subsec_nanos().is_multiple_of(1_000_000) {
+        format!("{} ms", bound.as_millis())
+    } else {
+        format!("{bound:?}")
     }
 }
 
 impl Backend for RedisBackend {
-    fn store(&self, container: &str, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        let command = Expiry::of(ttl).command(&self.keys.entry(container, key), value);
-        self.call(
-            || format!("storing key {} in container {container:?}", short(key)),
-            |conn| command.query(conn),
-        )
-    }
-
-    fn retrieve(&self, container: &str, key: &str) -> Result<Option<Vec<u8>>> {
-        let entry = self.keys.entry(container, key);
-        self.call(
-            || format!("reading key {} of container {container:?}", short(key)),
-            |conn| match redis::cmd("GET").arg(&entry).query(conn) {
-                // A hash, a list...: not a value kvcache wrote. A miss; the next store replaces it.
-                Err(error) if error.code() == Some("WRONGTYPE") => Ok(None),
-                other => other,
-            },
-        )
-    }
-
-    fn invalidate(&self, container: &str, key: &str) -> Result<()> {
-        let entry = self.keys.entry(container, key);
-        self.call(
-            || format!("deleting key {} of container {container:?}", short(key)),
-            |conn| redis::cmd("UNLINK").arg(&entry).query(conn),
-        )
-    }
-
-    fn clear(&self, container: &str) -> Result<()> {
-        let pattern = self.keys.pattern(container);
-        let doing = || format!("clearing container {container:?}");
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, found): (u64, Vec<Vec<u8>>) = self.call(doing, |conn| {
-                redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(SCAN_COUNT)
-                    .query(conn)
-            })?;
-            if !found.is_empty() {
-                self.call(doing, |conn| {
-                    redis::cmd("UNLINK").arg(&found).query::<()>(conn)
-                })?;
-            }
-            if next == 0 {
-                return Ok(());
-            }
-            cursor = next;
-        }
+    fn open(&self, container: &str) -> Result<Space> {
+        Ok(Space::Async(Arc::new(ContainerStore {
+            shared: Arc::clone(&self.shared),
+            container: container.to_owned(),
+            keys: self.shared.keys.container(container),
+        })))
     }
 
     /// Nothing to do: Redis deletes expired keys itself.
     fn purge_expired(&self) -> Result<()> {
         Ok(())
     }
+}
 
-    fn retrieve_many(&self, container: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let entries: Vec<String> = keys
-            .iter()
-            .map(|key| self.keys.entry(container, key))
-            .collect();
-        self.call(
-            || format!("reading {} keys of container {container:?}", keys.len()),
-            // MGET answers nil for a key of another type: a miss, as in `retrieve`.
-            |conn| redis::cmd("MGET").arg(&entries).query(conn),
-        )
+impl AsyncStore for ContainerStore {
+    fn store<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<()>> {
+        let command = Expiry::of(ttl).command(&self.keys.entry(key), value);
+        Box::pin(self.shared.call(Request::Command(command), move || {
+            format!(
+                "storing key {} in container {:?}",
+                short(key),
+                self.container
+            )
+        }))
     }
 
-    fn store_many(
-        &self,
-        container: &str,
-        entries: &[(&str, &[u8])],
+    fn retrieve<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>>> {
+        let mut get = redis::cmd("GET");
+        get.arg(self.keys.entry(key));
+        Box::pin(async move {
+            match self.shared.send(Request::Command(get)).await {
+                Ok(value) => Ok(value),
+                // A hash, a list...: not a value kvcache wrote. A miss; the next store replaces it.
+                Err(Failure::Redis(error)) if error.code() == Some("WRONGTYPE") => Ok(None),
+                Err(failure) => Err(self.shared.error(
+                    failure,
+                    &format!(
+                        "reading key {} of container {:?}",
+                        short(key),
+                        self.container
+                    ),
+                )),
+            }
+        })
+    }
+
+    fn invalidate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<()>> {
+        let mut unlink = redis::cmd("UNLINK");
+        unlink.arg(self.keys.entry(key));
+        Box::pin(self.shared.call(Request::Command(unlink), move || {
+            format!(
+                "deleting key {} of container {:?}",
+                short(key),
+                self.container
+            )
+        }))
+    }
+
+    fn clear(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let doing = || format!("clearing container {:?}", self.container);
+            let mut cursor: u64 = 0;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(self.keys.pattern())
+                    .arg("COUNT")
+                    .arg(SCAN_COUNT);
+                let (next, found): (u64, Vec<Vec<u8>>) =
+                    self.shared.call(Request::Command(scan), doing).await?;
+                if !found.is_empty() {
+                    let mut unlink = redis::cmd("UNLINK");
+                    unlink.arg(found);
+                    self.shared
+                        .call::<()>(Request::Command(unlink), doing)
+                        .await?;
+                }
+                if next == 0 {
+                    return Ok(());
+                }
+                cursor = next;
+            }
+        })
+    }
+
+    fn retrieve_many<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<Vec<Option<Vec<u8>>>>> {
+        if keys.is_empty() {
+            return Box::pin(std::future::ready(Ok(Vec::new())));
+        }
+        let mut mget = redis::cmd("MGET");
+        for key in keys {
+            mget.arg(self.keys.entry(key));
+        }
+        // MGET answers nil for a key of another type: a miss, as in `retrieve`.
+        Box::pin(self.shared.call(Request::Command(mget), move || {
+            format!(
+                "reading {} of container {:?}",
+                count(keys.len()),
+                self.container
+            )
+        }))
+    }
+
+    fn store_many<'a>(
+        &'a self,
+        entries: &'a [(&'a str, &'a [u8])],
         ttl: Option<Duration>,
-    ) -> Result<()> {
+    ) -> BoxFuture<'a, Result<()>> {
         if entries.is_empty() {
-            return Ok(());
+            return Box::pin(std::future::ready(Ok(())));
         }
         let expiry = Expiry::of(ttl);
         let mut pipeline = redis::pipe();
         for (key, value) in entries {
             pipeline
-                .add_command(expiry.command(&self.keys.entry(container, key), value))
+                .add_command(expiry.command(&self.keys.entry(key), value))
                 .ignore();
         }
-        self.call(
-            || format!("storing {} keys in container {container:?}", entries.len()),
-            |conn| pipeline.query(conn),
-        )
+        Box::pin(self.shared.call(Request::Pipeline(pipeline), move || {
+            format!(
+                "storing {} in container {:?}",
+                count(entries.len()),
+                self.container
+            )
+        }))
     }
 }
 
 impl fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisBackend")
-            .field("name", &self.name)
-            .field("endpoint", &self.endpoint)
-            .field("prefix", &self.keys.prefix())
-            .field("pool_size", &self.pool.max_size())
+            .field("name", &self.shared.name)
+            .field("endpoint", &self.shared.endpoint)
+            .field("prefix", &self.shared.keys.prefix())
+            .field("connect_timeout", &self.shared.connect_timeout)
+            .field("command_timeout", &self.shared.command_timeout)
             .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for ContainerStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisContainer")
+            .field("backend", &self.shared.name)
+            .field("endpoint", &self.shared.endpoint)
+            .field("container", &self.container)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `n keys`, or `1 key`.
+fn count(n: usize) -> String {
+    if n == 1 {
+        "1 key".to_owned()
+    } else {
+        format!("{n} keys")
     }
 }
 
@@ -280,7 +508,7 @@ fn short(text: &str) -> String {
 mod tests {
     use std::time::Duration;
 
-    use super::{Expiry, MAX_PX, short};
+    use super::{Expiry, MAX_PX, ms, short};
 
     #[test]
     fn a_ttl_is_whole_milliseconds_rounded_up() {
@@ -320,5 +548,12 @@ mod tests {
         assert_eq!(short("k"), "\"k\"");
         let long = "é".repeat(1000);
         assert_eq!(short(&long), format!("{:?}… (2000 bytes)", "é".repeat(64)));
+    }
+
+    #[test]
+    fn bounds_read_in_milliseconds() {
+        assert_eq!(ms(Duration::from_millis(500)), "500 ms");
+        assert_eq!(ms(Duration::from_secs(5)), "5000 ms");
+        assert_eq!(ms(Duration::from_micros(1500)), "1.5ms");
     }
 }

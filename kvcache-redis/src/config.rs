@@ -12,15 +12,14 @@ use crate::backend::RedisBackend;
 const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 /// The prefix used when `prefix` is not set.
 const DEFAULT_PREFIX: &str = "kvcache";
-/// The pool size used when `pool_size` is not set.
-const DEFAULT_POOL_SIZE: u32 = 8;
 /// The timeout used when `connect_timeout` or `command_timeout` is not set.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest timeout accepted: longer ones are configuration mistakes.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
-/// The options of a [`RedisBackend`]: what `backend.NAME.url`, `.prefix`, `.pool_size`,
-/// `.connect_timeout` and `.command_timeout` set.
+/// The options of a [`RedisBackend`]: what `backend.NAME.url`, `.prefix`, `.connect_timeout` and
+/// `.command_timeout` set. (`.pool_size`, from the pooled versions, is checked and ignored: the
+/// backend holds one multiplexed connection.)
 ///
 /// Its `Debug` output leaves the URL out: it may hold a password.
 ///
@@ -39,7 +38,6 @@ pub struct RedisConfig {
     pub(crate) name: String,
     pub(crate) url: String,
     pub(crate) prefix: String,
-    pub(crate) pool_size: u32,
     pub(crate) connect_timeout: Duration,
     pub(crate) command_timeout: Duration,
 }
@@ -57,7 +55,6 @@ impl RedisConfig {
             name: KIND.to_owned(),
             url: url.into(),
             prefix: DEFAULT_PREFIX.to_owned(),
-            pool_size: DEFAULT_POOL_SIZE,
             connect_timeout: DEFAULT_TIMEOUT,
             command_timeout: DEFAULT_TIMEOUT,
         }
@@ -70,8 +67,15 @@ impl RedisConfig {
         if let Some(prefix) = config.get("prefix") {
             this.prefix = prefix.to_owned();
         }
-        if let Some(size) = config.parse("pool_size", "a whole number of connections")? {
-            this.pool_size = size;
+        // Accepted so that configurations written for the pooled versions still read, and checked
+        // as those versions did; one multiplexed connection serves every call now.
+        if let Some(size) = config.parse::<u32>("pool_size", "a whole number of connections")?
+            && size == 0
+        {
+            return Err(Error::config(
+                config.key("pool_size"),
+                "expected at least 1 connection",
+            ));
         }
         if let Some(timeout) = config.duration("connect_timeout")? {
             this.connect_timeout = timeout;
@@ -90,21 +94,25 @@ impl RedisConfig {
         self
     }
 
-    /// The most connections open at once (8 by default).
+    /// Ignored: the backend holds one multiplexed connection, which every call shares (commands
+    /// are pipelined on it), and which reconnects by itself. Kept so that code written for the
+    /// pooled versions still builds.
+    #[deprecated(note = "ignored: the backend holds one multiplexed connection")]
     #[must_use]
-    pub fn pool_size(mut self, size: u32) -> Self {
-        self.pool_size = size;
+    pub fn pool_size(self, _size: u32) -> Self {
         self
     }
 
-    /// How long connecting (and authenticating) may take (5 s by default).
+    /// How long connecting (resolving the host, connecting and authenticating) may take, in all
+    /// (5 s by default).
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
-    /// How long sending a command and reading its reply may take (5 s by default).
+    /// How long a call may take, from the moment it is made to its answer (5 s by default). It
+    /// bounds every call, including one that waits for a reconnect.
     #[must_use]
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
         self.command_timeout = timeout;
@@ -167,12 +175,6 @@ impl RedisConfig {
                 ),
             ));
         }
-        if self.pool_size == 0 {
-            return Err(Error::config(
-                self.key("pool_size"),
-                "expected at least 1 connection",
-            ));
-        }
         for (option, timeout) in [
             ("connect_timeout", self.connect_timeout),
             ("command_timeout", self.command_timeout),
@@ -194,7 +196,6 @@ impl fmt::Debug for RedisConfig {
         f.debug_struct("RedisConfig")
             .field("name", &self.name)
             .field("prefix", &self.prefix)
-            .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
             .finish_non_exhaustive()

@@ -29,34 +29,61 @@ impl Keys {
         &self.prefix
     }
 
-    /// The Redis key of `key` in `container`, built in one allocation.
-    pub(crate) fn entry(&self, container: &str, key: &str) -> String {
-        // `:{`, at most 20 digits, `:`, `}:`.
-        let mut entry = String::with_capacity(self.prefix.len() + 25 + container.len() + key.len());
-        self.push_container(&mut entry, container);
-        entry.push_str(key);
-        entry
-    }
-
-    /// A glob pattern (`SCAN ... MATCH`) that matches every key of `container` and no other.
-    pub(crate) fn pattern(&self, container: &str) -> String {
-        let mut literal = String::new();
-        self.push_container(&mut literal, container);
-        let mut pattern = String::with_capacity(literal.len() + 8);
-        for c in literal.chars() {
+    /// The keys of `container`: its start and its `SCAN` pattern, computed once.
+    pub(crate) fn container(&self, container: &str) -> ContainerKeys {
+        let mut start = String::with_capacity(self.prefix.len() + 25 + container.len());
+        write!(
+            start,
+            "{}:{{{}:{container}}}:",
+            self.prefix,
+            container.len()
+        )
+        .expect("writing to a String cannot fail");
+        let mut pattern = String::with_capacity(start.len() + 8);
+        for c in start.chars() {
             if matches!(c, '*' | '?' | '[' | ']' | '\\') {
                 pattern.push('\\');
             }
             pattern.push(c);
         }
         pattern.push('*');
-        pattern
+        ContainerKeys { start, pattern }
     }
 
-    /// Appends `PREFIX:{LEN:CONTAINER}:`, the start of every key of `container`, to `out`.
-    fn push_container(&self, out: &mut String, container: &str) {
-        write!(out, "{}:{{{}:{container}}}:", self.prefix, container.len())
-            .expect("writing to a String cannot fail");
+    /// The Redis key of `key` in `container`.
+    #[cfg(test)]
+    pub(crate) fn entry(&self, container: &str, key: &str) -> String {
+        self.container(container).entry(key)
+    }
+
+    /// A glob pattern (`SCAN ... MATCH`) that matches every key of `container` and no other.
+    #[cfg(test)]
+    pub(crate) fn pattern(&self, container: &str) -> String {
+        self.container(container).pattern().to_owned()
+    }
+}
+
+/// The Redis keys of one container of one backend.
+#[derive(Debug, Clone)]
+pub(crate) struct ContainerKeys {
+    /// `PREFIX:{LEN:CONTAINER}:`, the start of every key of the container.
+    start: String,
+    /// `start`, its glob characters escaped, then `*`.
+    pattern: String,
+}
+
+impl ContainerKeys {
+    /// The Redis key of `key`, built in one allocation.
+    pub(crate) fn entry(&self, key: &str) -> String {
+        let mut entry = String::with_capacity(self.start.len() + key.len());
+        entry.push_str(&self.start);
+        entry.push_str(key);
+        entry
+    }
+
+    /// A glob pattern (`SCAN ... MATCH`) that matches every key of the container and no other.
+    pub(crate) fn pattern(&self) -> &str {
+        &self.pattern
     }
 }
 
@@ -124,6 +151,15 @@ mod tests {
         let pattern: Vec<char> = pattern.chars().collect();
         let text: Vec<char> = text.chars().collect();
         go(&pattern, &text)
+    }
+
+    #[test]
+    fn a_containers_keys_are_the_backends() {
+        let keys = Keys::new("p");
+        let container = keys.container("a:b");
+        assert_eq!(container.entry("k"), keys.entry("a:b", "k"));
+        assert_eq!(container.entry("k"), "p:{3:a:b}:k");
+        assert_eq!(container.pattern(), "p:{3:a:b}:*");
     }
 
     #[test]

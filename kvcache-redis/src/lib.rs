@@ -1,15 +1,33 @@
 //! The Redis backend of kvcache: `backend.NAME = redis`.
 //!
-//! The instances of a service share one cache in a Redis server (4.0 or later, or Valkey):
+//! The instances of a service share one cache in a Redis server (4.0 or later, or Valkey). The
+//! backend is native async: one multiplexed connection (redis-rs's `ConnectionManager`) serves
+//! every container, on both of kvcache's paths. Async callers await their commands; synchronous
+//! callers wait while kvcache's own runtime ([`kvcache_core::runtime`]) drives them.
 //!
 //! ```no_run
-//! use std::time::Duration;
-//! use kvcache_core::Backend;
+//! use std::sync::Arc;
+//! use kvcache_core::{Config, KvCache};
 //! use kvcache_redis::RedisConfig;
 //!
 //! let redis = RedisConfig::new("redis://127.0.0.1:6379").prefix("myapp").open()?;
-//! redis.store("greeting", "Peter", b"Hello Peter!", Some(Duration::from_secs(60)))?;
-//! assert_eq!(redis.retrieve("greeting", "Peter")?.as_deref(), Some(&b"Hello Peter!"[..]));
+//! let config = Config::from_pairs([
+//!     ("container.greeting.backend", "shared"),
+//!     ("container.greeting.expire", "10 min"),
+//! ])?;
+//! let cache = KvCache::builder(config).backend("shared", Arc::new(redis)).build()?;
+//! cache.register_generator("greeting", |name: &str| format!("Hello {name}!"))?;
+//!
+//! let greeting = cache.container::<String>("greeting")?;
+//! assert_eq!(greeting.get("Peter")?, "Hello Peter!");
+//!
+//! // The same container, for async callers, on the same connection.
+//! let greeting = cache.async_container::<String>("greeting")?;
+//! # let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+//! # runtime.block_on(async {
+//! assert_eq!(greeting.get("Peter").await?, "Hello Peter!");
+//! # Ok::<(), kvcache_core::Error>(())
+//! # })?;
 //! # Ok::<(), kvcache_core::Error>(())
 //! ```
 //!
@@ -26,9 +44,9 @@
 //! |---|---|---|
 //! | `url` | `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]` or `redis+unix:///PATH[?db=DB&user=USER&pass=PASSWORD]` | `redis://127.0.0.1:6379` |
 //! | `prefix` | the first part of every key; not empty, no `{` or `}` | `kvcache` |
-//! | `pool_size` | the most connections open at once | 8 |
-//! | `connect_timeout` | the longest a connect (with `AUTH`) may take, per address the host resolves to | 5 s |
-//! | `command_timeout` | the longest a command may take to be sent and answered | 5 s |
+//! | `connect_timeout` | the longest a connect may take, resolving the host and authenticating included | 5 s |
+//! | `command_timeout` | the longest a call may take, from the moment it is made to its answer, a reconnect it waits for included | 5 s |
+//! | `pool_size` | ignored: accepted (a whole number, at least 1) so that configurations written for the pooled versions still read | |
 //!
 //! `rediss://` (TLS) is a configuration error that says so: the crate is built without a TLS
 //! stack, which would pull a large dependency tree into every build. Reach a TLS-only server
@@ -82,21 +100,37 @@
 //! one server and does not follow `MOVED` redirections (`redis`'s `cluster` feature is not
 //! built in); pointed at a cluster node, keys of other nodes' slots are errors.
 //!
+//! # Connection
+//!
+//! One connection per backend, multiplexed: concurrent calls of every container and every thread
+//! or task are pipelined on it, which is how Redis serves the most requests per connection. It
+//! is opened, and its driver task lives, on kvcache's runtime, so that it outlives any runtime of
+//! the application's; a call made from a task of another runtime is sent there as a task of its
+//! own (aborted if its caller stops waiting), and a synchronous call is driven there. When the
+//! server drops it, the next call reconnects (one connect attempt, bounded by
+//! `connect_timeout`) and is sent again on the new connection: every command sent is
+//! idempotent.
+//!
 //! # Faults
 //!
 //! - A server that cannot be reached when the backend is built is an error naming its host and
-//!   port (or socket), within `connect_timeout`. No error, `Debug` output or log line holds the
-//!   URL's password.
+//!   port (or socket), within `connect_timeout`; one that does not answer `PING` then, or refuses
+//!   the credentials, is an error too. No error, `Debug` output or log line holds the URL's
+//!   password.
+//! - Every call is bounded by `command_timeout`, on both paths, whatever the server does: an
+//!   error names the backend, the server, what the call was doing and, for a timeout, the bound
+//!   (`no answer from redis at 127.0.0.1:6379 within 500 ms while reading key "k" of container
+//!   "c"`); a refused or lost connection says so.
 //! - No state but the values lives in Redis: a server without persistence that restarts is an
-//!   empty cache, and every value is regenerated. Calls made while it is down fail with an
-//!   error, bounded by the timeouts; the first call after it is back reconnects and succeeds.
+//!   empty cache, and every value is regenerated. Calls made while it is down fail fast (a
+//!   refused connection) or at `command_timeout` (a server that does not answer); the first call
+//!   after it is back reconnects and succeeds, on the same backend.
 //! - A key holding something kvcache did not write (a hash, a list) reads as a miss, and the
 //!   next store replaces it; a string kvcache did not write reads as a miss in the container.
 
 mod backend;
 mod config;
 mod key;
-mod pool;
 
 pub use backend::RedisBackend;
 pub use config::RedisConfig;

@@ -115,3 +115,25 @@ fn unknown_options_are_refused_with_the_accepted_ones() {
         "accepted: url, prefix, pool_size, connect_timeout, command_timeout",
     );
 }
+
+#[test]
+fn pool_size_of_the_pooled_versions_is_still_accepted() {
+    // Nothing listens there: the error is the connect's, so the options were accepted.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let error = kvcache_core::init([
+        ("backend.r", "redis"),
+        ("backend.r.url", url.as_str()),
+        ("backend.r.pool_size", "16"),
+        ("backend.r.connect_timeout", "1s"),
+    ])
+    .expect_err("nothing listens");
+    assert!(
+        matches!(error, Error::Backend { .. } | Error::Unavailable { .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("connection refused"), "{error}");
+}

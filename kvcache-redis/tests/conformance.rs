@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Cleanup, open, raw, redis_url};
-use kvcache_core::{Backend, KvCache, ManualClock, testkit};
+use common::{Cleanup, both, open, raw, redis_url};
+use kvcache_core::{KvCache, ManualClock, testkit};
 
 /// A backend under a unique prefix on the Redis under test, and the cleanup of that prefix.
 fn setup(label: &str) -> Option<(String, String, Cleanup)> {
@@ -48,14 +48,18 @@ fn keys_follow_the_documented_layout() {
         return;
     };
     let backend = open(&url, &prefix);
-    backend
-        .store("greeting", "Peter", b"Hello Peter!", None)
-        .unwrap();
-    let stored: Option<Vec<u8>> = redis::cmd("GET")
-        .arg(documented_key(&prefix, "greeting", "Peter"))
-        .query(&mut raw(&url))
-        .unwrap();
-    assert_eq!(stored.as_deref(), Some(&b"Hello Peter!"[..]));
+    for backend in both(&backend) {
+        eprintln!("through the {} path", backend.path);
+        let value = format!("Hello Peter, from the {} path!", backend.path);
+        backend
+            .store("greeting", "Peter", value.as_bytes(), None)
+            .unwrap();
+        let stored: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(documented_key(&prefix, "greeting", "Peter"))
+            .query(&mut raw(&url))
+            .unwrap();
+        assert_eq!(stored.as_deref(), Some(value.as_bytes()));
+    }
 }
 
 #[test]
@@ -64,40 +68,43 @@ fn names_with_colons_braces_and_digits_never_collide() {
         return;
     };
     let backend = open(&url, &prefix);
-    // Pairs that a plain `container:key` join, or a hash tag cut at the first `}`, would confuse.
-    let pairs = [
-        ("a:b", "c"),
-        ("a", "b:c"),
-        ("a:b:c", ""),
-        ("", "a:b:c"),
-        ("1:a", "b"),
-        ("1", "a}:b"),
-        ("a}", "b"),
-        ("a", "}:b"),
-        ("{3:a:b}", "c"),
-        ("2:a}:{1", "b}"),
-    ];
-    for (i, (container, key)) in pairs.iter().enumerate() {
-        backend
-            .store(container, key, format!("value {i}").as_bytes(), None)
-            .unwrap();
-    }
-    for (i, (container, key)) in pairs.iter().enumerate() {
-        assert_eq!(
-            backend.retrieve(container, key).unwrap(),
-            Some(format!("value {i}").into_bytes()),
-            "({container:?}, {key:?})"
-        );
-    }
-    backend.clear("a").unwrap();
-    assert_eq!(backend.retrieve("a", "b:c").unwrap(), None);
-    assert_eq!(backend.retrieve("a", "}:b").unwrap(), None);
-    for (i, (container, key)) in pairs.iter().enumerate().filter(|(_, (c, _))| *c != "a") {
-        assert_eq!(
-            backend.retrieve(container, key).unwrap(),
-            Some(format!("value {i}").into_bytes()),
-            "({container:?}, {key:?}) after clearing \"a\""
-        );
+    for backend in both(&backend) {
+        eprintln!("through the {} path", backend.path);
+        // Pairs that a plain `container:key` join, or a hash tag cut at the first `}`, would confuse.
+        let pairs = [
+            ("a:b", "c"),
+            ("a", "b:c"),
+            ("a:b:c", ""),
+            ("", "a:b:c"),
+            ("1:a", "b"),
+            ("1", "a}:b"),
+            ("a}", "b"),
+            ("a", "}:b"),
+            ("{3:a:b}", "c"),
+            ("2:a}:{1", "b}"),
+        ];
+        for (i, (container, key)) in pairs.iter().enumerate() {
+            backend
+                .store(container, key, format!("value {i}").as_bytes(), None)
+                .unwrap();
+        }
+        for (i, (container, key)) in pairs.iter().enumerate() {
+            assert_eq!(
+                backend.retrieve(container, key).unwrap(),
+                Some(format!("value {i}").into_bytes()),
+                "({container:?}, {key:?})"
+            );
+        }
+        backend.clear("a").unwrap();
+        assert_eq!(backend.retrieve("a", "b:c").unwrap(), None);
+        assert_eq!(backend.retrieve("a", "}:b").unwrap(), None);
+        for (i, (container, key)) in pairs.iter().enumerate().filter(|(_, (c, _))| *c != "a") {
+            assert_eq!(
+                backend.retrieve(container, key).unwrap(),
+                Some(format!("value {i}").into_bytes()),
+                "({container:?}, {key:?}) after clearing \"a\""
+            );
+        }
     }
 }
 
@@ -107,26 +114,29 @@ fn clear_treats_glob_characters_in_names_literally() {
         return;
     };
     let backend = open(&url, &prefix);
-    let containers = ["*", "a*", "?", "[a]", "a", "\\", "\\*", "b"];
-    for container in containers {
-        backend
-            .store(container, "k", container.as_bytes(), None)
-            .unwrap();
-    }
-    for cleared in containers {
-        backend.clear(cleared).unwrap();
-        let still: Vec<&str> = containers
-            .iter()
-            .copied()
-            .filter(|c| backend.retrieve(c, "k").unwrap().is_some())
-            .collect();
-        let expected: Vec<&str> = containers
-            .iter()
-            .copied()
-            .skip_while(|c| *c != cleared)
-            .skip(1)
-            .collect();
-        assert_eq!(still, expected, "after clearing {cleared:?}");
+    for backend in both(&backend) {
+        eprintln!("through the {} path", backend.path);
+        let containers = ["*", "a*", "?", "[a]", "a", "\\", "\\*", "b"];
+        for container in containers {
+            backend
+                .store(container, "k", container.as_bytes(), None)
+                .unwrap();
+        }
+        for cleared in containers {
+            backend.clear(cleared).unwrap();
+            let still: Vec<&str> = containers
+                .iter()
+                .copied()
+                .filter(|c| backend.retrieve(c, "k").unwrap().is_some())
+                .collect();
+            let expected: Vec<&str> = containers
+                .iter()
+                .copied()
+                .skip_while(|c| *c != cleared)
+                .skip(1)
+                .collect();
+            assert_eq!(still, expected, "after clearing {cleared:?}");
+        }
     }
 }
 
@@ -136,20 +146,23 @@ fn clear_deletes_more_keys_than_one_scan_step_finds() {
         return;
     };
     let backend = open(&url, &prefix);
-    let keys: Vec<String> = (0..5000).map(|i| i.to_string()).collect();
-    let entries: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
-    backend.store_many("big", &entries, None).unwrap();
-    backend.store("kept", "k", b"v", None).unwrap();
-    backend.clear("big").unwrap();
-    let asked: Vec<&str> = keys.iter().map(String::as_str).collect();
-    assert!(
-        backend
-            .retrieve_many("big", &asked)
-            .unwrap()
-            .iter()
-            .all(Option::is_none)
-    );
-    assert!(backend.retrieve("kept", "k").unwrap().is_some());
+    for backend in both(&backend) {
+        eprintln!("through the {} path", backend.path);
+        let keys: Vec<String> = (0..5000).map(|i| i.to_string()).collect();
+        let entries: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
+        backend.store_many("big", &entries, None).unwrap();
+        backend.store("kept", "k", b"v", None).unwrap();
+        backend.clear("big").unwrap();
+        let asked: Vec<&str> = keys.iter().map(String::as_str).collect();
+        assert!(
+            backend
+                .retrieve_many("big", &asked)
+                .unwrap()
+                .iter()
+                .all(Option::is_none)
+        );
+        assert!(backend.retrieve("kept", "k").unwrap().is_some());
+    }
 }
 
 #[test]
@@ -158,54 +171,57 @@ fn a_ttl_is_sent_to_the_millisecond_with_the_value() {
         return;
     };
     let backend = open(&url, &prefix);
-    let mut conn = raw(&url);
-    let pttl = |conn: &mut redis::Connection, key: &str| -> i64 {
-        redis::cmd("PTTL")
-            .arg(documented_key(&prefix, "c", key))
-            .query(conn)
-            .unwrap()
-    };
-    // 86 400 123.4 ms: kept to the millisecond, rounded up.
-    let start = Instant::now();
-    backend
-        .store("c", "k", b"v", Some(Duration::from_micros(86_400_123_400)))
-        .unwrap();
-    let left = pttl(&mut conn, "k");
-    let elapsed = i64::try_from(start.elapsed().as_millis()).unwrap();
-    assert!(
-        (86_400_124 - elapsed - 1..=86_400_124).contains(&left),
-        "PTTL {left} ms, {elapsed} ms after a store with 86 400 123.4 ms"
-    );
-    backend.store("c", "k", b"v", None).unwrap();
-    assert_eq!(
-        pttl(&mut conn, "k"),
-        -1,
-        "a store without ttl removes the earlier ttl"
-    );
-    backend.store("c", "k", b"v", Some(Duration::ZERO)).unwrap();
-    assert_eq!(
-        backend.retrieve("c", "k").unwrap(),
-        None,
-        "a zero ttl is expired at once"
-    );
-    backend.store("c", "k", b"v", Some(Duration::MAX)).unwrap();
-    assert!(
-        pttl(&mut conn, "k") > 1 << 60,
-        "an endless ttl is accepted by Redis"
-    );
-    let keys: Vec<String> = (0..100).map(|i| i.to_string()).collect();
-    let entries: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
-    let start = Instant::now();
-    backend
-        .store_many("c", &entries, Some(Duration::from_millis(60_000)))
-        .unwrap();
-    for key in &keys {
-        let left = pttl(&mut conn, key);
+    for backend in both(&backend) {
+        eprintln!("through the {} path", backend.path);
+        let mut conn = raw(&url);
+        let pttl = |conn: &mut redis::Connection, key: &str| -> i64 {
+            redis::cmd("PTTL")
+                .arg(documented_key(&prefix, "c", key))
+                .query(conn)
+                .unwrap()
+        };
+        // 86 400 123.4 ms: kept to the millisecond, rounded up.
+        let start = Instant::now();
+        backend
+            .store("c", "k", b"v", Some(Duration::from_micros(86_400_123_400)))
+            .unwrap();
+        let left = pttl(&mut conn, "k");
         let elapsed = i64::try_from(start.elapsed().as_millis()).unwrap();
         assert!(
-            (60_000 - elapsed - 1..=60_000).contains(&left),
-            "batch key {key}: PTTL {left}"
+            (86_400_124 - elapsed - 1..=86_400_124).contains(&left),
+            "PTTL {left} ms, {elapsed} ms after a store with 86 400 123.4 ms"
         );
+        backend.store("c", "k", b"v", None).unwrap();
+        assert_eq!(
+            pttl(&mut conn, "k"),
+            -1,
+            "a store without ttl removes the earlier ttl"
+        );
+        backend.store("c", "k", b"v", Some(Duration::ZERO)).unwrap();
+        assert_eq!(
+            backend.retrieve("c", "k").unwrap(),
+            None,
+            "a zero ttl is expired at once"
+        );
+        backend.store("c", "k", b"v", Some(Duration::MAX)).unwrap();
+        assert!(
+            pttl(&mut conn, "k") > 1 << 60,
+            "an endless ttl is accepted by Redis"
+        );
+        let keys: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+        let entries: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
+        let start = Instant::now();
+        backend
+            .store_many("c", &entries, Some(Duration::from_millis(60_000)))
+            .unwrap();
+        for key in &keys {
+            let left = pttl(&mut conn, key);
+            let elapsed = i64::try_from(start.elapsed().as_millis()).unwrap();
+            assert!(
+                (60_000 - elapsed - 1..=60_000).contains(&left),
+                "batch key {key}: PTTL {left}"
+            );
+        }
     }
 }
 
@@ -215,36 +231,39 @@ fn entries_expire_on_redis_clock_to_the_millisecond() {
         return;
     };
     let backend = open(&url, &prefix);
-    let ttl = Duration::from_millis(300);
-    let before = Instant::now();
-    backend.store("c", "k", b"v", Some(ttl)).unwrap();
-    let after = Instant::now();
-    // Redis's clock counts whole milliseconds: allow it one either way.
-    let (alive_until, dead_from) = (
-        before + ttl - Duration::from_millis(1),
-        after + ttl + Duration::from_millis(1),
-    );
-    loop {
-        let asked = Instant::now();
-        let found = backend.retrieve("c", "k").unwrap();
-        let answered = Instant::now();
-        if answered < alive_until {
-            assert!(
-                found.is_some(),
-                "gone {:?} after the store began",
-                answered - before
-            );
+    for backend in both(&backend) {
+        eprintln!("through the {} path", backend.path);
+        let ttl = Duration::from_millis(300);
+        let before = Instant::now();
+        backend.store("c", "k", b"v", Some(ttl)).unwrap();
+        let after = Instant::now();
+        // Redis's clock counts whole milliseconds: allow it one either way.
+        let (alive_until, dead_from) = (
+            before + ttl - Duration::from_millis(1),
+            after + ttl + Duration::from_millis(1),
+        );
+        loop {
+            let asked = Instant::now();
+            let found = backend.retrieve("c", "k").unwrap();
+            let answered = Instant::now();
+            if answered < alive_until {
+                assert!(
+                    found.is_some(),
+                    "gone {:?} after the store began",
+                    answered - before
+                );
+            }
+            if asked >= dead_from {
+                assert_eq!(
+                    found,
+                    None,
+                    "still there {:?} after the store ended",
+                    asked - after
+                );
+                break;
+            }
+            thread::sleep(Duration::from_millis(1));
         }
-        if asked >= dead_from {
-            assert_eq!(
-                found,
-                None,
-                "still there {:?} after the store ended",
-                asked - after
-            );
-            break;
-        }
-        thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -289,37 +308,41 @@ fn a_key_of_another_type_is_a_miss_and_is_replaced() {
         return;
     };
     let backend = open(&url, &prefix);
-    let mut conn = raw(&url);
-    let key = documented_key(&prefix, "c", "k");
-    redis::cmd("HSET")
-        .arg(&key)
-        .arg("field")
-        .arg("value")
-        .query::<()>(&mut conn)
-        .unwrap();
-    assert_eq!(backend.retrieve("c", "k").unwrap(), None);
-    assert_eq!(
-        backend.retrieve_many("c", &["k", "k"]).unwrap(),
-        vec![None, None]
-    );
-    backend.store("c", "k", b"mine", None).unwrap();
-    assert_eq!(
-        backend.retrieve("c", "k").unwrap().as_deref(),
-        Some(&b"mine"[..])
-    );
-    redis::cmd("DEL").arg(&key).query::<()>(&mut conn).unwrap();
-    redis::cmd("RPUSH")
-        .arg(&key)
-        .arg("item")
-        .query::<()>(&mut conn)
-        .unwrap();
-    backend
-        .store_many("c", &[("k", &b"batch"[..])], Some(Duration::from_secs(60)))
-        .unwrap();
-    assert_eq!(
-        backend.retrieve("c", "k").unwrap().as_deref(),
-        Some(&b"batch"[..])
-    );
+    for backend in both(&backend) {
+        eprintln!("through the {} path", backend.path);
+        let mut conn = raw(&url);
+        let key = documented_key(&prefix, "c", "k");
+        redis::cmd("DEL").arg(&key).query::<()>(&mut conn).unwrap();
+        redis::cmd("HSET")
+            .arg(&key)
+            .arg("field")
+            .arg("value")
+            .query::<()>(&mut conn)
+            .unwrap();
+        assert_eq!(backend.retrieve("c", "k").unwrap(), None);
+        assert_eq!(
+            backend.retrieve_many("c", &["k", "k"]).unwrap(),
+            vec![None, None]
+        );
+        backend.store("c", "k", b"mine", None).unwrap();
+        assert_eq!(
+            backend.retrieve("c", "k").unwrap().as_deref(),
+            Some(&b"mine"[..])
+        );
+        redis::cmd("DEL").arg(&key).query::<()>(&mut conn).unwrap();
+        redis::cmd("RPUSH")
+            .arg(&key)
+            .arg("item")
+            .query::<()>(&mut conn)
+            .unwrap();
+        backend
+            .store_many("c", &[("k", &b"batch"[..])], Some(Duration::from_secs(60)))
+            .unwrap();
+        assert_eq!(
+            backend.retrieve("c", "k").unwrap().as_deref(),
+            Some(&b"batch"[..])
+        );
+    }
 }
 
 #[test]
@@ -366,4 +389,75 @@ fn a_container_regenerates_values_kvcache_did_not_write() {
     );
     let kind: String = redis::cmd("TYPE").arg(&hash).query(&mut conn).unwrap();
     assert_eq!(kind, "string", "the hash was replaced by kvcache's value");
+}
+
+#[tokio::test]
+async fn opens_and_serves_inside_a_current_thread_runtime() {
+    let Some((url, prefix, _cleanup)) = setup("in-runtime") else {
+        return;
+    };
+    tokio::time::timeout(Duration::from_secs(30), async {
+        // Opened inside a task of a one-thread runtime: connecting runs on kvcache's runtime.
+        let cache = kvcache_core::init([
+            ("backend.shared", "redis"),
+            ("backend.shared.url", url.as_str()),
+            ("backend.shared.prefix", prefix.as_str()),
+            ("container.c.backend", "shared"),
+        ])
+        .unwrap();
+        cache
+            .register_generator("c", |key: &str| key.to_uppercase())
+            .unwrap();
+        let awaited = cache.async_container::<String>("c").unwrap();
+        assert_eq!(awaited.get("k").await.unwrap(), "K");
+        // A synchronous call from the same task: it blocks this runtime's only thread, which
+        // the connection does not need.
+        let blocking = cache.container::<String>("c").unwrap();
+        assert_eq!(blocking.peek("k").unwrap().as_deref(), Some("K"));
+        blocking
+            .set("k", &"set by the sync path".to_owned())
+            .unwrap();
+        assert_eq!(
+            awaited.peek("k").await.unwrap().as_deref(),
+            Some("set by the sync path")
+        );
+        assert_eq!(awaited.stats().generations, 1);
+    })
+    .await
+    .expect("no call hangs");
+}
+
+#[test]
+fn the_connection_outlives_the_runtime_it_was_opened_in() {
+    let Some((url, prefix, _cleanup)) = setup("outlives") else {
+        return;
+    };
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let backend = first.block_on(async {
+        let backend = open(&url, &prefix);
+        let store = kvcache_core::Backend::open(&backend, "c")
+            .unwrap()
+            .async_store();
+        store.store("k", b"v", None).await.unwrap();
+        backend
+    });
+    drop(first);
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let space = kvcache_core::Backend::open(&backend, "c").unwrap();
+    let found = second.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), space.async_store().retrieve("k"))
+            .await
+            .expect("no hang")
+    });
+    assert_eq!(found.unwrap().as_deref(), Some(&b"v"[..]));
+    assert_eq!(
+        space.sync_store().retrieve("k").unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
 }

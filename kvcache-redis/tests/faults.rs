@@ -6,9 +6,9 @@ mod common;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Server, config, everything_shown, free_port, raw};
+use common::{Server, config, everything_shown, free_port, raw, sync_store};
 use kvcache_core::{Backend, Error, testkit};
-use kvcache_redis::RedisConfig;
+use kvcache_redis::{RedisBackend, RedisConfig};
 
 /// Builds the backend `url` names, expecting an error within `connect_timeout` and some slack.
 fn open_fails(url: &str, connect_timeout: Duration) -> Error {
@@ -31,7 +31,10 @@ fn an_unreachable_server_is_an_error_naming_host_and_port_without_the_password()
     let url = format!("redis://:secret-password@127.0.0.1:{port}/0");
     let error = open_fails(&url, Duration::from_secs(1));
     let shown = everything_shown(&error);
-    assert!(matches!(error, Error::Backend { .. }), "{shown}");
+    assert!(
+        matches!(error, Error::Backend { .. } | Error::Unavailable { .. }),
+        "{shown}"
+    );
     assert!(
         error.to_string().contains(&format!("127.0.0.1:{port}")),
         "{error}"
@@ -118,11 +121,9 @@ fn passwords_never_appear_in_errors_or_debug_output() {
         ),
     ] {
         let backend = RedisConfig::new(&url).open().expect("the right password");
-        backend.store("c", "k", b"v", None).unwrap();
-        assert_eq!(
-            backend.retrieve("c", "k").unwrap().as_deref(),
-            Some(&b"v"[..])
-        );
+        let store = sync_store(&backend, "c");
+        store.store("k", b"v", None).unwrap();
+        assert_eq!(store.retrieve("k").unwrap().as_deref(), Some(&b"v"[..]));
         assert!(
             !format!("{backend:?}").contains("right-password"),
             "{backend:?}"
@@ -139,96 +140,208 @@ fn passwords_never_appear_in_errors_or_debug_output() {
     }
 }
 
+/// The timeouts of the outage tests: short, so that a bound is visibly kept.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
+const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
+/// What a bound may be exceeded by on a loaded machine: scheduling, not waiting.
+const SLACK: Duration = Duration::from_millis(300);
+
+/// A backend on `server` with the outage tests' timeouts.
+fn outage_backend(server: &Server) -> RedisBackend {
+    config(&server.url(), "outage")
+        .connect_timeout(CONNECT_TIMEOUT)
+        .command_timeout(COMMAND_TIMEOUT)
+        .open()
+        .unwrap()
+}
+
+/// The connections the server has, this test's plain one left out.
+fn clients(server: &Server) -> usize {
+    let info: String = redis::cmd("INFO")
+        .arg("clients")
+        .query(&mut raw(&server.url()))
+        .unwrap();
+    let line = info
+        .lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .unwrap();
+    line.trim().parse::<usize>().unwrap() - 1
+}
+
+/// Checks that `error`, of a call that took `took`, came within the command timeout and says
+/// what and where; `path` and `what` name the call in messages.
+fn check_outage_error(server: &Server, path: &str, what: &str, error: &Error, took: Duration) {
+    eprintln!("outage, {path} path: {what} failed after {took:?}: {error}");
+    assert!(
+        took < COMMAND_TIMEOUT + SLACK,
+        "{path} path: {what} took {took:?}"
+    );
+    assert!(
+        matches!(error, Error::Backend { .. } | Error::Unavailable { .. }),
+        "{error:?}"
+    );
+    let shown = error.to_string();
+    assert!(
+        shown.contains(&format!("redis at 127.0.0.1:{}", server.port)),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("container \"c\""),
+        "says what it was doing: {shown}"
+    );
+}
+
 #[test]
 fn a_restarted_server_is_used_again_by_the_same_backend() {
     let Some(mut server) = Server::start(&[]) else {
         return;
     };
-    let (connect_timeout, command_timeout) = (Duration::from_millis(500), Duration::from_secs(1));
-    let backend = config(&server.url(), "restart")
-        .pool_size(4)
-        .connect_timeout(connect_timeout)
-        .command_timeout(command_timeout)
-        .open()
-        .unwrap();
+    let backend = outage_backend(&server);
+    let store = sync_store(&backend, "c");
     let busy = || {
         thread::scope(|scope| {
             for t in 0..8 {
-                let backend = &backend;
+                let store = &store;
                 scope.spawn(move || {
                     for i in 0..200 {
-                        backend.store("c", &format!("{t}/{i}"), b"v", None).unwrap();
+                        store.store(&format!("{t}/{i}"), b"v", None).unwrap();
                     }
                 });
             }
         });
     };
-    let pooled = || -> usize {
-        let info: String = redis::cmd("INFO")
-            .arg("clients")
-            .query(&mut raw(&server.url()))
-            .unwrap();
-        let line = info
-            .lines()
-            .find_map(|l| l.strip_prefix("connected_clients:"))
-            .unwrap();
-        line.trim().parse::<usize>().unwrap() - 1
-    };
 
-    // Restarted between two calls: every pooled connection is dead, the next call still works.
+    // Every thread and every container share one connection.
     busy();
-    assert!(pooled() > 1, "the pool holds several connections");
+    let _other = sync_store(&backend, "other").retrieve("k").unwrap();
+    assert_eq!(clients(&server), 1, "one multiplexed connection");
+
+    // Restarted between two calls: the connection is dead, the next call still works.
     server.restart();
     assert_eq!(
-        backend.retrieve("c", "0/0").unwrap(),
+        store.retrieve("0/0").unwrap(),
         None,
         "no persistence: the value is gone"
     );
-    backend.store("c", "k", b"after", None).unwrap();
-    assert_eq!(
-        backend.retrieve("c", "k").unwrap().as_deref(),
-        Some(&b"after"[..])
-    );
+    store.store("k", b"after", None).unwrap();
+    assert_eq!(store.retrieve("k").unwrap().as_deref(), Some(&b"after"[..]));
 
-    // Down for a while: calls fail, within the timeouts, naming the server.
+    // Down for a while: calls fail within the command timeout, naming the server.
     busy();
     server.kill();
-    let bound = connect_timeout + command_timeout + Duration::from_secs(1);
-    for call in 0..3 {
-        let start = Instant::now();
-        let error = match call {
-            0 => backend.retrieve("c", "k").map(drop),
-            1 => backend.store("c", "k", b"v", None),
-            _ => backend.clear("c"),
+    for round in 0..2 {
+        for call in ["retrieve", "store", "clear", "retrieve_many", "store_many"] {
+            let start = Instant::now();
+            let error = match call {
+                "retrieve" => store.retrieve("k").map(drop),
+                "store" => store.store("k", b"v", None),
+                "clear" => store.clear(),
+                "retrieve_many" => store.retrieve_many(&["a", "b"]).map(drop),
+                _ => store.store_many(&[("a", &b"v"[..])], None),
+            }
+            .expect_err("a call while the server is down fails");
+            check_outage_error(
+                &server,
+                "sync",
+                &format!("{call} #{round}"),
+                &error,
+                start.elapsed(),
+            );
         }
-        .expect_err("a call while the server is down fails");
-        assert!(
-            start.elapsed() < bound,
-            "call {call} took {:?}",
-            start.elapsed()
-        );
-        assert!(
-            error
-                .to_string()
-                .contains(&format!("127.0.0.1:{}", server.port)),
-            "{error}"
-        );
     }
 
     // Back: the first call succeeds, on the same backend.
     server.restart();
     let start = Instant::now();
-    assert_eq!(backend.retrieve("c", "k").unwrap(), None);
+    assert_eq!(store.retrieve("k").unwrap(), None);
+    eprintln!(
+        "after the restart, the first call took {:?}",
+        start.elapsed()
+    );
     assert!(
-        start.elapsed() < bound,
+        start.elapsed() < COMMAND_TIMEOUT + SLACK,
         "the first call after the restart took {:?}",
         start.elapsed()
     );
-    backend.store("c", "k", b"again", None).unwrap();
-    assert_eq!(
-        backend.retrieve("c", "k").unwrap().as_deref(),
-        Some(&b"again"[..])
-    );
+    store.store("k", b"again", None).unwrap();
+    assert_eq!(store.retrieve("k").unwrap().as_deref(), Some(&b"again"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_bounded_on_both_paths_and_ends_without_rebuilding() {
+    let Some(mut server) = Server::start(&[]) else {
+        return;
+    };
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let backend = outage_backend(&server);
+        let space = Backend::open(&backend, "c").unwrap();
+        let (awaited, blocking) = (space.async_store(), space.sync_store());
+        awaited.store("k", b"before", None).await.unwrap();
+        assert_eq!(
+            blocking.retrieve("k").unwrap().as_deref(),
+            Some(&b"before"[..])
+        );
+
+        // Killed: the connection is refused, and calls fail fast on both paths.
+        server.kill();
+        for round in 0..3 {
+            let start = Instant::now();
+            let error = awaited.retrieve("k").await.expect_err("down");
+            check_outage_error(&server, "async", &format!("retrieve #{round}"), &error, start.elapsed());
+            assert!(error.to_string().contains("connection refused"), "{error}");
+            let start = Instant::now();
+            let error = awaited.store("k", b"v", None).await.expect_err("down");
+            check_outage_error(&server, "async", &format!("store #{round}"), &error, start.elapsed());
+            let start = Instant::now();
+            let error = blocking.retrieve("k").expect_err("down");
+            check_outage_error(&server, "sync", &format!("retrieve #{round}"), &error, start.elapsed());
+        }
+
+        // Back, empty: both paths are served by the same backend again.
+        server.restart();
+        let start = Instant::now();
+        assert_eq!(awaited.retrieve("k").await.unwrap(), None);
+        eprintln!("after the restart, the first async call took {:?}", start.elapsed());
+        awaited.store("k", b"again", None).await.unwrap();
+        assert_eq!(
+            blocking.retrieve("k").unwrap().as_deref(),
+            Some(&b"again"[..])
+        );
+
+        // Stopped: connected, but no answer. Calls end at the command timeout, saying so.
+        server.pause();
+        let expected = format!(
+            "no answer from redis at 127.0.0.1:{} within 500 ms while reading key \"k\" of container \"c\"",
+            server.port
+        );
+        for round in 0..2 {
+            let start = Instant::now();
+            let error = awaited.retrieve("k").await.expect_err("paused");
+            let took = start.elapsed();
+            check_outage_error(&server, "async", &format!("paused retrieve #{round}"), &error, took);
+            assert!(took >= COMMAND_TIMEOUT, "cut early, after {took:?}");
+            assert!(error.to_string().contains(&expected), "{error}");
+            let start = Instant::now();
+            let error = blocking.retrieve("k").expect_err("paused");
+            let took = start.elapsed();
+            check_outage_error(&server, "sync", &format!("paused retrieve #{round}"), &error, took);
+            assert!(error.to_string().contains(&expected), "{error}");
+        }
+        // A caller that gives up before the bound leaves the connection usable.
+        let abandoned = tokio::time::timeout(Duration::from_millis(50), awaited.retrieve("k")).await;
+        assert!(abandoned.is_err(), "no answer while paused");
+        server.resume();
+        assert_eq!(
+            awaited.retrieve("k").await.unwrap().as_deref(),
+            Some(&b"again"[..])
+        );
+        assert_eq!(
+            blocking.retrieve("k").unwrap().as_deref(),
+            Some(&b"again"[..])
+        );
+    })
+    .await
+    .expect("no call hangs");
 }
 
 #[test]

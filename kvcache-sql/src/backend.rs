@@ -1,18 +1,21 @@
-//! The backend: entries in one table of a shared database, reached through a pool.
+//! The backend and its containers' stores: entries in one table of a shared database, reached
+//! through a pool.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use diesel::RunQueryDsl;
 use diesel::connection::SimpleConnection;
-use kvcache_core::{Backend, BackendConfig, Clock, Error, Result, expires_at};
+use diesel::{Connection, RunQueryDsl};
+use kvcache_core::{Backend, BackendConfig, Clock, Error, Result, Space, Store, expires_at};
 
 use crate::config::SqlConfig;
 use crate::pool::{Failure, Pool, with_connection};
 use crate::query::Statement;
-use crate::sql::{BATCH, COLUMNS, Entry, EntrySql, Hash, Hashed, Statements, hash};
+use crate::sql::{
+    BATCH, COLUMNS, Container, Entry, EntrySql, Hash, Hashed, Statements, hash, upsert_chunks,
+};
 
 /// A cache in a table of a PostgreSQL, MySQL/MariaDB or SQLite database, shared by every process
 /// that names the same table.
@@ -21,12 +24,27 @@ use crate::sql::{BATCH, COLUMNS, Entry, EntrySql, Hash, Hashed, Statements, hash
 /// again on another, so a database that went away and came back is used again without
 /// rebuilding the backend. Calls made while it is away fail with an [`Error::Backend`] within
 /// `connect_timeout`.
+///
+/// [`Backend::open`] gives each container a blocking store ([`Space::Blocking`]) on the shared
+/// pool, with the SHA-256 of the container's name computed once, there: the core runs its calls
+/// on tokio's blocking pool for async callers.
 pub struct SqlBackend {
+    db: Arc<Db>,
+}
+
+/// What every container's store of one backend shares: the pool, the statements, the clock.
+struct Db {
     name: String,
     config: SqlConfig,
     statements: Statements,
     pool: Pool,
     clock: Arc<dyn Clock>,
+}
+
+/// One container's entries in the table: the store [`Backend::open`] gives it.
+struct SqlStore {
+    db: Arc<Db>,
+    container: Container,
 }
 
 impl SqlBackend {
@@ -41,17 +59,19 @@ impl SqlBackend {
     pub fn open(config: &BackendConfig) -> Result<Self> {
         let sql_config = SqlConfig::read(config)?;
         let pool = Pool::connect(config.name(), &sql_config)?;
-        let backend = SqlBackend {
+        let db = Db {
             name: config.name().to_owned(),
             statements: Statements::new(sql_config.url.database(), &sql_config.table),
             config: sql_config,
             pool,
             clock: config.clock_handle(),
         };
-        backend.ensure_table()?;
-        Ok(backend)
+        db.ensure_table()?;
+        Ok(SqlBackend { db: Arc::new(db) })
     }
+}
 
+impl Db {
     /// Creates the table when absent; checks that one present has the columns of a kvcache table.
     fn ensure_table(&self) -> Result<()> {
         let mut columns = self.columns()?;
@@ -97,16 +117,39 @@ impl SqlBackend {
             .map_err(self.failed("reading the columns of"))
     }
 
-    /// The live entries of `container` that `select` finds, by key; deletes the expired ones
-    /// it finds in one more statement.
+    /// Turns a failure into an error saying that it happened `doing` something to the table.
+    fn failed<'a>(&'a self, doing: &'a str) -> impl FnOnce(Failure) -> Error + 'a {
+        move |failure| failure.into_error(&self.name, &self.config, doing)
+    }
+
+    fn now(&self) -> i64 {
+        i64::try_from(self.clock.now_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// When an entry stored now with `ttl` expires, in Unix milliseconds.
+    fn expires(&self, ttl: Option<Duration>) -> Option<i64> {
+        ttl.map(|ttl| {
+            let at = expires_at(self.clock.now_millis(), ttl);
+            i64::try_from(at).unwrap_or(i64::MAX)
+        })
+    }
+}
+
+impl SqlStore {
+    /// The live entries that `select` finds, by key; deletes the expired ones it finds in one
+    /// more statement.
+    ///
+    /// Expired entries are misses whether or not that delete works, so its failure (a read-only
+    /// database or role, a lock held past the timeout) does not fail the read: it is logged at
+    /// debug level, and [`purge_expired`](Backend::purge_expired) deletes them later.
     fn look_up<const KEY: u8>(
         &self,
-        container: &Hashed<'_>,
         select: Statement<'_, KEY, EntrySql>,
     ) -> Result<HashMap<Vec<u8>, Vec<u8>>> {
-        let rows: Vec<Entry> = with_connection!(self.pool, |conn| select.load(conn))
-            .map_err(self.failed("reading from"))?;
-        let now = self.now();
+        let db = &*self.db;
+        let rows: Vec<Entry> = with_connection!(db.pool, |conn| select.load(conn))
+            .map_err(db.failed("reading from"))?;
+        let now = db.now();
         let mut live = HashMap::with_capacity(rows.len());
         let mut expired = Vec::new();
         for (key, value, expires_at) in rows {
@@ -117,90 +160,161 @@ impl SqlBackend {
             }
         }
         if !expired.is_empty() {
-            let delete = self
+            let delete = db
                 .statements
-                .delete_expired(&container.hash, now, &expired);
-            with_connection!(self.pool, |conn| delete.execute(conn))
-                .map_err(self.failed("deleting expired entries from"))?;
+                .delete_expired(&self.container.hash, now, &expired);
+            let deleted: Result<usize, Failure> =
+                with_connection!(db.pool, |conn| delete.execute(conn));
+            if let Err(failure) = deleted {
+                let error =
+                    failure.into_error(&db.name, &db.config, "deleting expired entries from");
+                tracing::debug!(
+                    backend = %db.name,
+                    container = %self.container.name,
+                    entries = expired.len(),
+                    error = &error as &dyn std::error::Error,
+                    "expired entries read as misses stay in the table: deleting them failed"
+                );
+            }
         }
         Ok(live)
-    }
-
-    /// Turns a failure into an error saying that it happened `doing` something to the table.
-    fn failed<'a>(&'a self, doing: &'a str) -> impl FnOnce(Failure) -> Error + 'a {
-        move |failure| failure.into_error(&self.name, &self.config, doing)
-    }
-
-    fn now(&self) -> i64 {
-        i64::try_from(self.clock.now_millis()).unwrap_or(i64::MAX)
     }
 }
 
 impl Backend for SqlBackend {
-    fn store(&self, container: &str, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        let expires = ttl.map(|ttl| {
-            let at = expires_at(self.clock.now_millis(), ttl);
-            i64::try_from(at).unwrap_or(i64::MAX)
-        });
-        let (container, key) = (Hashed::new(container), Hashed::new(key));
-        let upsert = self.statements.upsert(&container, &key, value, expires);
-        with_connection!(self.pool, |conn| upsert.execute(conn))
-            .map_err(self.failed("storing into"))?;
-        Ok(())
-    }
-
-    fn retrieve(&self, container: &str, key: &str) -> Result<Option<Vec<u8>>> {
-        let (container, key_hash) = (Hashed::new(container), hash(key.as_bytes()));
-        let select = self.statements.select_one(&container, &key_hash);
-        Ok(self.look_up(&container, select)?.remove(key.as_bytes()))
-    }
-
-    fn invalidate(&self, container: &str, key: &str) -> Result<()> {
-        let (container, key) = (Hashed::new(container), Hashed::new(key));
-        let delete = self.statements.delete(&container, &key);
-        with_connection!(self.pool, |conn| delete.execute(conn))
-            .map_err(self.failed("deleting from"))?;
-        Ok(())
-    }
-
-    fn clear(&self, container: &str) -> Result<()> {
-        let container = Hashed::new(container);
-        let clear = self.statements.clear(&container);
-        with_connection!(self.pool, |conn| clear.execute(conn))
-            .map_err(self.failed("clearing a container in"))?;
-        Ok(())
+    /// The container's store: every call of it is a blocking statement on a pooled connection.
+    fn open(&self, container: &str) -> Result<Space> {
+        Ok(Space::Blocking(Arc::new(SqlStore {
+            db: Arc::clone(&self.db),
+            container: Container::new(container),
+        })))
     }
 
     fn purge_expired(&self) -> Result<()> {
-        let purge = self.statements.purge(self.now());
-        with_connection!(self.pool, |conn| purge.execute(conn))
-            .map_err(self.failed("purging expired entries from"))?;
+        let db = &*self.db;
+        let purge = db.statements.purge(db.now());
+        with_connection!(db.pool, |conn| purge.execute(conn))
+            .map_err(db.failed("purging expired entries from"))?;
+        Ok(())
+    }
+}
+
+impl Store for SqlStore {
+    fn store(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        let db = &*self.db;
+        let key = Hashed::new(key);
+        let upsert = db
+            .statements
+            .upsert(&self.container, &key, value, db.expires(ttl));
+        with_connection!(db.pool, |conn| upsert.execute(conn))
+            .map_err(db.failed("storing into"))?;
+        Ok(())
+    }
+
+    fn retrieve(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let key_hash = hash(key.as_bytes());
+        let select = self.db.statements.select_one(&self.container, &key_hash);
+        Ok(self.look_up(select)?.remove(key.as_bytes()))
+    }
+
+    fn invalidate(&self, key: &str) -> Result<()> {
+        let db = &*self.db;
+        let key = Hashed::new(key);
+        let delete = db.statements.delete(&self.container, &key);
+        with_connection!(db.pool, |conn| delete.execute(conn))
+            .map_err(db.failed("deleting from"))?;
+        Ok(())
+    }
+
+    fn clear(&self) -> Result<()> {
+        let db = &*self.db;
+        let clear = db.statements.clear(&self.container);
+        with_connection!(db.pool, |conn| clear.execute(conn))
+            .map_err(db.failed("clearing a container in"))?;
         Ok(())
     }
 
     /// Looks up to 512 keys up in one statement; deletes the expired entries it finds in one more.
-    fn retrieve_many(&self, container: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
-        let container = Hashed::new(container);
+    fn retrieve_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
         let mut found = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(BATCH) {
             let hashes: Vec<Hash> = chunk.iter().map(|key| hash(key.as_bytes())).collect();
-            let select = self.statements.select(&container, &hashes);
-            let live = self.look_up(&container, select)?;
+            let select = self.db.statements.select(&self.container, &hashes);
+            let live = self.look_up(select)?;
             found.extend(chunk.iter().map(|key| live.get(key.as_bytes()).cloned()));
         }
         Ok(found)
+    }
+
+    /// Stores the entries with upserts of up to 64 rows (and 1 MiB of keys and values) each: one
+    /// statement and one round trip for a batch that fits, else several in one transaction: all
+    /// of them, or none.
+    ///
+    /// A key given twice is stored once, with its last value, as storing one entry after
+    /// another would leave it. Rows are written in the order of their primary key, so that
+    /// batches on overlapping keys never wait for each other in a cycle.
+    fn store_many(&self, entries: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        if let [(key, value)] = entries {
+            return self.store(key, value, ttl);
+        }
+        let db = &*self.db;
+        let expires = db.expires(ttl);
+        // Reversed, so that the stable sort puts the last entry of a key first, and dedup keeps it.
+        let mut rows: Vec<(Hashed<'_>, &[u8])> = entries
+            .iter()
+            .rev()
+            .map(|&(key, value)| (Hashed::new(key), value))
+            .collect();
+        rows.sort_by_key(|(key, _)| key.hash);
+        rows.dedup_by(|(later, _), (kept, _)| later.hash == kept.hash);
+        let sizes: Vec<usize> = rows
+            .iter()
+            .map(|(key, value)| key.text.len() + value.len())
+            .collect();
+        let mut rest = &rows[..];
+        let upserts: Vec<_> = upsert_chunks(&sizes)
+            .into_iter()
+            .map(|count| {
+                let (chunk, after) = rest.split_at(count);
+                rest = after;
+                db.statements.upsert_many(&self.container, chunk, expires)
+            })
+            .collect();
+        with_connection!(db.pool, |conn| match &upserts[..] {
+            [] => Ok(()),
+            [upsert] => upsert.execute(conn).map(drop),
+            all => conn.transaction(|conn| {
+                all.iter()
+                    .try_for_each(|upsert| upsert.execute(conn).map(drop))
+            }),
+        })
+        .map_err(db.failed("storing into"))
     }
 }
 
 impl fmt::Debug for SqlBackend {
     /// The database's host, port and name or file, never the URL: it may hold a password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let db = &*self.db;
         f.debug_struct("SqlBackend")
-            .field("name", &self.name)
-            .field("database", &self.config.url.target())
-            .field("table", &self.config.table)
-            .field("pool_size", &self.config.pool_size)
-            .field("connect_timeout", &self.config.connect_timeout)
+            .field("name", &db.name)
+            .field("database", &db.config.url.target())
+            .field("table", &db.config.table)
+            .field("pool_size", &db.config.pool_size)
+            .field("connect_timeout", &db.config.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for SqlStore {
+    /// As the backend's, with the container: never the URL.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let db = &*self.db;
+        f.debug_struct("SqlStore")
+            .field("backend", &db.name)
+            .field("database", &db.config.url.target())
+            .field("table", &db.config.table)
+            .field("container", &self.container.name)
             .finish_non_exhaustive()
     }
 }

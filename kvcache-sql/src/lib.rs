@@ -6,6 +6,26 @@
 //! read and by [`purge_expired`](kvcache_core::Backend::purge_expired). Keys of any length work:
 //! the primary key holds a SHA-256 of the key, and the full key is compared on every read.
 //!
+//! ```
+//! # #[cfg(feature = "sqlite")] {
+//! use kvcache_core::{Backend, BackendConfig};
+//! use kvcache_sql::SqlBackend;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let url = format!("sqlite://{}", dir.path().join("kv.sqlite3").display());
+//! let backend = SqlBackend::open(&BackendConfig::new("db", "sql").option("url", url))?;
+//! let greetings = backend.open("greeting")?.sync_store();
+//! greetings.store("Peter", b"Hello Peter!", None)?;
+//! assert_eq!(greetings.retrieve("Peter")?.as_deref(), Some(&b"Hello Peter!"[..]));
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Each container gets a store of its own from [`Backend::open`],
+//! with the SHA-256 of its name computed there, once: a blocking store
+//! ([`Space::Blocking`](kvcache_core::Space::Blocking)), whose calls the core runs on tokio's
+//! blocking pool for async callers.
+//!
 //! | option | meaning | default |
 //! |---|---|---|
 //! | `url` | `postgres://` or `postgresql://`, `mysql://` or `mariadb://`, or `sqlite://PATH` with the path as written: `sqlite://kv.sqlite3` is relative to the working directory, `sqlite:///var/cache/kv.sqlite3` absolute | required, or `sqlalchemy.url` |
@@ -18,31 +38,22 @@
 //! `sql-mysql` or `sql-sqlite` in the `kvcache` facade. The original's class path
 //! `score.kvcache.backend.SQLAlchemyCache` is an alias of the kind.
 //!
-//! Reading, writing or deleting a key, or reading up to 512 keys, is one statement and one
-//! round trip: each connection prepares each statement once, and is not checked before use.
-//! A statement that finds its connection dead (the server restarted) runs again on another,
+//! Reading, writing or deleting a key, reading up to 512 keys, or writing up to 64 entries of up
+//! to 1 MiB in all, is one statement and one round trip (a larger batch is several statements
+//! in one transaction): each connection prepares each statement once, and is not checked before
+//! use. A statement that finds its connection dead (the server restarted) runs again on another,
 //! up to a new one, so a database that went away and came back is used again without
 //! rebuilding the cache; calls made while it is away fail within `connect_timeout`.
+//!
+//! An expired entry that cannot be deleted when read (a read-only database or role) is a miss
+//! all the same: the failure is logged at debug level through `tracing`, and
+//! [`purge_expired`](kvcache_core::Backend::purge_expired) deletes the entry later.
 //!
 //! | database | keys and values | expiry (Unix ms) | one upsert |
 //! |---|---|---|---|
 //! | PostgreSQL | `BYTEA` | `BIGINT` | `ON CONFLICT ... DO UPDATE` |
 //! | MySQL, MariaDB | `LONGBLOB` | `BIGINT` | `ON DUPLICATE KEY UPDATE` |
 //! | SQLite | `BLOB` | `INTEGER` | `ON CONFLICT ... DO UPDATE` |
-//!
-//! ```
-//! # #[cfg(feature = "sqlite")] {
-//! use kvcache_core::{Backend, BackendConfig};
-//! use kvcache_sql::SqlBackend;
-//!
-//! let dir = tempfile::tempdir()?;
-//! let url = format!("sqlite://{}", dir.path().join("kv.sqlite3").display());
-//! let backend = SqlBackend::open(&BackendConfig::new("db", "sql").option("url", url))?;
-//! backend.store("greeting", "Peter", b"Hello Peter!", None)?;
-//! assert_eq!(backend.retrieve("greeting", "Peter")?.as_deref(), Some(&b"Hello Peter!"[..]));
-//! # }
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // With no database compiled in, `SqlBackend::open` can only return the error naming the feature

@@ -8,7 +8,10 @@
 //! milliseconds, NULL for no expiry; an entry is live while now < `expires_at`.
 //!
 //! Each connection prepares each text once (see `query.rs`), so the texts are a bounded set:
-//! a look-up of n keys binds the next power of two of hashes, the last one repeated.
+//! a look-up of n keys binds the next power of two of hashes, the last one repeated, and an
+//! upsert writes 1 to [`STORE_BATCH`] rows, its text made the first time a batch needs it.
+
+use std::sync::OnceLock;
 
 use diesel::sql_types::{BigInt, Binary, Nullable, Text};
 use sha2::{Digest, Sha256};
@@ -28,6 +31,13 @@ pub(crate) const COLUMNS: [&str; 6] = [
 
 /// The most keys one statement looks up: far below every database's limit on bind parameters.
 pub(crate) const BATCH: usize = 512;
+/// The most rows one upsert writes: 6 binds each, far below every database's limit.
+pub(crate) const STORE_BATCH: usize = 64;
+/// The most bytes of keys and values one upsert of several rows carries. MySQL refuses a
+/// statement larger than its `max_allowed_packet` (16 MiB on MariaDB, 64 MiB on MySQL 8 by
+/// default): batching entries never makes a statement that big, and an entry larger than this
+/// is written by an upsert of its own, as storing it alone would.
+pub(crate) const STORE_BYTES: usize = 1 << 20;
 
 // The keys that name the statements of fixed text (see `query.rs`).
 const SELECT_ONE: u8 = 1;
@@ -45,7 +55,23 @@ pub(crate) type EntrySql = (Binary, Binary, Nullable<BigInt>);
 /// A row a look-up returns: the key, the value, and when it expires.
 pub(crate) type Entry = (Vec<u8>, Vec<u8>, Option<i64>);
 
-/// A container's name or a key, with its hash.
+/// A container's name and its hash, computed once, when the container's store is opened.
+#[derive(Debug)]
+pub(crate) struct Container {
+    pub(crate) name: Box<str>,
+    pub(crate) hash: Hash,
+}
+
+impl Container {
+    pub(crate) fn new(name: &str) -> Self {
+        Container {
+            name: name.into(),
+            hash: hash(name.as_bytes()),
+        }
+    }
+}
+
+/// A key, with its hash.
 #[derive(Debug)]
 pub(crate) struct Hashed<'a> {
     pub(crate) text: &'a str,
@@ -75,6 +101,12 @@ pub(crate) struct Statements {
     create: Vec<String>,
     columns: String,
     upsert: String,
+    /// `INSERT INTO table (columns) VALUES ` and what follows the rows: the upserts of
+    /// several rows, which `upserts` holds once made.
+    insert_into: String,
+    on_conflict: String,
+    /// `upserts[n - 1]` writes n rows.
+    upserts: Vec<OnceLock<String>>,
     delete: String,
     clear: String,
     purge: String,
@@ -123,11 +155,7 @@ impl Statements {
                 .to_owned(),
             Database::Sqlite => "SELECT name FROM pragma_table_info(?)".to_owned(),
         };
-        let insert = format!(
-            "INSERT INTO {quoted} ({}) VALUES ({})",
-            COLUMNS.join(", "),
-            placeholders(COLUMNS.len())
-        );
+        let insert_into = format!("INSERT INTO {quoted} ({}) VALUES ", COLUMNS.join(", "));
         // The hashes stay; everything else is the new entry's.
         let assignments = |assign: fn(&str) -> String| {
             COLUMNS[2..]
@@ -136,16 +164,17 @@ impl Statements {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let upsert = match database {
+        let on_conflict = match database {
             Database::Mysql => format!(
-                "{insert} ON DUPLICATE KEY UPDATE {}",
+                "ON DUPLICATE KEY UPDATE {}",
                 assignments(|c| format!("{c} = VALUES({c})"))
             ),
             Database::Postgres | Database::Sqlite => format!(
-                "{insert} ON CONFLICT (container_hash, key_hash) DO UPDATE SET {}",
+                "ON CONFLICT (container_hash, key_hash) DO UPDATE SET {}",
                 assignments(|c| format!("{c} = excluded.{c}"))
             ),
         };
+        let upsert = upsert(&insert_into, 1, &on_conflict);
         let counts = || (0..=BATCH.trailing_zeros()).map(|power| 1 << power);
         Statements {
             database,
@@ -153,11 +182,14 @@ impl Statements {
             create,
             columns,
             upsert,
+            insert_into,
+            on_conflict,
+            upserts: (0..STORE_BATCH).map(|_| OnceLock::new()).collect(),
             delete: format!(
                 "DELETE FROM {quoted} WHERE container_hash = ? AND key_hash = ? \
                  AND container = ? AND entry_key = ?"
             ),
-            clear: format!("DELETE FROM {quoted} WHERE container_hash = ? AND container = ?"),
+            clear: container_rows(database, &quoted),
             purge: expired_rows(database, &quoted, "expires_at <= ?"),
             selects: counts()
                 .map(|count| {
@@ -193,28 +225,44 @@ impl Statements {
     /// Inserts or replaces the entry of `key` in `container`.
     pub(crate) fn upsert<'a>(
         &'a self,
-        container: &'a Hashed<'a>,
+        container: &'a Container,
         key: &'a Hashed<'a>,
         value: &'a [u8],
         expires_at: Option<i64>,
     ) -> Statement<'a, UPSERT> {
         Statement::new(
             &self.upsert,
-            vec![
-                Bind::Bytes(&container.hash),
-                Bind::Bytes(&key.hash),
-                Bind::Bytes(container.text.as_bytes()),
-                Bind::Bytes(key.text.as_bytes()),
-                Bind::Bytes(value),
-                Bind::Int(expires_at),
-            ],
+            row(container, key, value, expires_at).to_vec(),
         )
+    }
+
+    /// Inserts or replaces the entries `rows` of `container`, all with one expiry: 1 to
+    /// [`STORE_BATCH`] rows, no two with one key hash (PostgreSQL refuses an upsert that would
+    /// write a row twice).
+    pub(crate) fn upsert_many<'a>(
+        &'a self,
+        container: &'a Container,
+        rows: &'a [(Hashed<'a>, &'a [u8])],
+        expires_at: Option<i64>,
+    ) -> Statement<'a, BY_TEXT> {
+        assert!(
+            (1..=STORE_BATCH).contains(&rows.len()),
+            "{} rows in one upsert",
+            rows.len()
+        );
+        let binds = rows
+            .iter()
+            .flat_map(|(key, value)| row(container, key, value, expires_at))
+            .collect();
+        let sql = self.upserts[rows.len() - 1]
+            .get_or_init(|| upsert(&self.insert_into, rows.len(), &self.on_conflict));
+        Statement::new(sql, binds)
     }
 
     /// Deletes the entry of `key` in `container`.
     pub(crate) fn delete<'a>(
         &'a self,
-        container: &'a Hashed<'a>,
+        container: &'a Container,
         key: &'a Hashed<'a>,
     ) -> Statement<'a, DELETE> {
         Statement::new(
@@ -222,19 +270,19 @@ impl Statements {
             vec![
                 Bind::Bytes(&container.hash),
                 Bind::Bytes(&key.hash),
-                Bind::Bytes(container.text.as_bytes()),
+                Bind::Bytes(container.name.as_bytes()),
                 Bind::Bytes(key.text.as_bytes()),
             ],
         )
     }
 
     /// Deletes the entries of `container`.
-    pub(crate) fn clear<'a>(&'a self, container: &'a Hashed<'a>) -> Statement<'a, CLEAR> {
+    pub(crate) fn clear<'a>(&'a self, container: &'a Container) -> Statement<'a, CLEAR> {
         Statement::new(
             &self.clear,
             vec![
                 Bind::Bytes(&container.hash),
-                Bind::Bytes(container.text.as_bytes()),
+                Bind::Bytes(container.name.as_bytes()),
             ],
         )
     }
@@ -248,12 +296,12 @@ impl Statements {
     /// The entry of `container` under `hash`: the look-up of one key.
     pub(crate) fn select_one<'a>(
         &'a self,
-        container: &'a Hashed<'a>,
+        container: &'a Container,
         hash: &'a Hash,
     ) -> Statement<'a, SELECT_ONE, EntrySql> {
         let binds = vec![
             Bind::Bytes(&container.hash),
-            Bind::Bytes(container.text.as_bytes()),
+            Bind::Bytes(container.name.as_bytes()),
             Bind::Bytes(hash),
         ];
         Statement::new(&self.selects[0], binds).returning()
@@ -262,13 +310,13 @@ impl Statements {
     /// The entries of `container` under `hashes` (1 to [`BATCH`] of them).
     pub(crate) fn select<'a>(
         &'a self,
-        container: &'a Hashed<'a>,
+        container: &'a Container,
         hashes: &'a [Hash],
     ) -> Statement<'a, BY_TEXT, EntrySql> {
         let (sql, hashes) = padded(&self.selects, hashes);
         let binds = [
             Bind::Bytes(&container.hash),
-            Bind::Bytes(container.text.as_bytes()),
+            Bind::Bytes(container.name.as_bytes()),
         ]
         .into_iter()
         .chain(hashes)
@@ -298,6 +346,49 @@ impl Statements {
     }
 }
 
+/// The binds of one row of an upsert, in the order of [`COLUMNS`].
+fn row<'a>(
+    container: &'a Container,
+    key: &'a Hashed<'a>,
+    value: &'a [u8],
+    expires_at: Option<i64>,
+) -> [Bind<'a>; 6] {
+    [
+        Bind::Bytes(&container.hash),
+        Bind::Bytes(&key.hash),
+        Bind::Bytes(container.name.as_bytes()),
+        Bind::Bytes(key.text.as_bytes()),
+        Bind::Bytes(value),
+        Bind::Int(expires_at),
+    ]
+}
+
+/// The upsert of `rows` rows: `insert_into`, their placeholders, then `on_conflict`.
+fn upsert(insert_into: &str, rows: usize, on_conflict: &str) -> String {
+    let row = format!("({})", placeholders(COLUMNS.len()));
+    format!("{insert_into}{} {on_conflict}", vec![row; rows].join(", "))
+}
+
+/// How a batch of rows of `sizes` bytes (key and value, in order) is split into upserts: the
+/// count of rows of each, in order. Each takes as many rows as fit in [`STORE_BYTES`], up to
+/// [`STORE_BATCH`]; a row larger than that goes alone.
+pub(crate) fn upsert_chunks(sizes: &[usize]) -> Vec<usize> {
+    let mut chunks = Vec::new();
+    let mut rest = sizes;
+    while let Some((&first, _)) = rest.split_first() {
+        let (mut fit, mut bytes) = (1, first);
+        while let Some(&size) = rest.get(fit) {
+            if fit == STORE_BATCH || bytes + size > STORE_BYTES {
+                break;
+            }
+            (fit, bytes) = (fit + 1, bytes + size);
+        }
+        chunks.push(fit);
+        rest = &rest[fit..];
+    }
+    chunks
+}
+
 /// The text of `texts` (of 1, 2, 4... hashes) for `hashes`, and the binds of `hashes` padded
 /// to its count by repeating the last.
 fn padded<'a>(
@@ -316,6 +407,23 @@ fn padded<'a>(
         .chain(std::iter::repeat_n(last, count - hashes.len()))
         .map(|hash| Bind::Bytes(hash));
     (&texts[count.trailing_zeros() as usize], binds)
+}
+
+/// Deletes the rows of one container of `table`.
+///
+/// On PostgreSQL it locks them in the order of their key hashes first, the order in which a
+/// batch upserts its rows: a clear and a batch on one container then never wait for each other
+/// in a cycle (PostgreSQL would break it by failing one of them after a second).
+fn container_rows(database: Database, table: &str) -> String {
+    let condition = "container_hash = ? AND container = ?";
+    match database {
+        Database::Postgres => format!(
+            "DELETE FROM {table} WHERE (container_hash, key_hash) IN \
+             (SELECT container_hash, key_hash FROM {table} WHERE {condition} \
+             ORDER BY key_hash FOR UPDATE)"
+        ),
+        Database::Mysql | Database::Sqlite => format!("DELETE FROM {table} WHERE {condition}"),
+    }
 }
 
 /// Deletes the rows of `table` that meet `condition`, which implies that they have expired.
@@ -381,7 +489,7 @@ mod tests {
             "{}",
             mysql.upsert
         );
-        let (container, key) = (Hashed::new("c"), Hashed::new("k"));
+        let (container, key) = (Container::new("c"), Hashed::new("k"));
         let upsert = pg.upsert(&container, &key, b"v", Some(7));
         assert_eq!(
             bytes(upsert.binds()),
@@ -393,7 +501,7 @@ mod tests {
     #[test]
     fn look_ups_bind_a_power_of_two_of_hashes_repeating_the_last() {
         let sqlite = Statements::new(Database::Sqlite, "kv");
-        let container = Hashed::new("c");
+        let container = Container::new("c");
         let three = hashes(3);
         let select = sqlite.select(&container, &three);
         assert!(
@@ -440,7 +548,26 @@ mod tests {
         assert_eq!(bytes(delete.binds()), [condition, condition].concat());
         let mysql = Statements::new(Database::Mysql, "kv");
         assert_eq!(mysql.purge, "DELETE FROM `kv` WHERE expires_at <= ?");
+
         assert_eq!(mysql.delete_expired(&[9; 32], 5, &two).binds().len(), 4);
+    }
+
+    #[test]
+    fn postgres_clears_in_the_order_batches_lock_rows() {
+        let pg = Statements::new(Database::Postgres, "kv");
+        assert_eq!(
+            pg.clear,
+            "DELETE FROM \"kv\" WHERE (container_hash, key_hash) IN \
+             (SELECT container_hash, key_hash FROM \"kv\" WHERE container_hash = ? \
+             AND container = ? ORDER BY key_hash FOR UPDATE)"
+        );
+        let container = Container::new("c");
+        assert_eq!(bytes(pg.clear(&container).binds()), [&hash(b"c")[..], b"c"]);
+        let mysql = Statements::new(Database::Mysql, "kv");
+        assert_eq!(
+            mysql.clear,
+            "DELETE FROM `kv` WHERE container_hash = ? AND container = ?"
+        );
     }
 
     #[test]
@@ -451,7 +578,7 @@ mod tests {
             T::query_id()
         }
         let pg = Statements::new(Database::Postgres, "kv");
-        let (container, key_) = (Hashed::new("c"), Hashed::new("k"));
+        let (container, key_) = (Container::new("c"), Hashed::new("k"));
         let one = hashes(1);
         let select_one = pg.select_one(&container, &one[0]);
         assert_eq!(select_one.sql(), pg.select(&container, &one).sql());
@@ -475,7 +602,85 @@ mod tests {
     #[should_panic(expected = "0 hashes in one statement")]
     fn a_look_up_of_no_key_is_a_bug() {
         let sqlite = Statements::new(Database::Sqlite, "kv");
-        let _ = sqlite.select(&Hashed::new("c"), &[]);
+        let _ = sqlite.select(&Container::new("c"), &[]);
+    }
+
+    #[test]
+    fn batches_are_stored_by_upserts_of_many_rows() {
+        let pg = Statements::new(Database::Postgres, "kv");
+        assert_eq!(pg.upserts.len(), 64, "1 to 64 rows");
+        let container = Container::new("c");
+        let rows: Vec<(Hashed<'_>, &[u8])> = ["a", "b"]
+            .into_iter()
+            .map(|key| (Hashed::new(key), key.as_bytes()))
+            .collect();
+        let upsert = pg.upsert_many(&container, &rows, Some(7));
+        assert!(
+            upsert.sql().contains(
+                "VALUES (?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?) ON CONFLICT (container_hash, key_hash)"
+            ),
+            "{}",
+            upsert.sql()
+        );
+        assert_eq!(
+            bytes(upsert.binds()),
+            [
+                &hash(b"c")[..],
+                &hash(b"a")[..],
+                b"c",
+                b"a",
+                b"a",
+                &hash(b"c")[..],
+                &hash(b"b")[..],
+                b"c",
+                b"b",
+                b"b"
+            ]
+        );
+        assert!(matches!(upsert.binds()[11], Bind::Int(Some(7))));
+        let one = pg.upsert_many(&container, &rows[..1], None);
+        assert_eq!(one.sql(), pg.upsert, "one row: the text of a single store");
+        let mysql = Statements::new(Database::Mysql, "kv");
+        let upsert = mysql.upsert_many(&container, &rows, None);
+        assert!(
+            upsert.sql().starts_with("INSERT INTO `kv` (")
+                && upsert.sql().contains(
+                    "VALUES (?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE"
+                ),
+            "{}",
+            upsert.sql()
+        );
+        let all: Vec<(Hashed<'_>, &[u8])> = (0..STORE_BATCH)
+            .map(|_| (Hashed::new("k"), &b"v"[..]))
+            .collect();
+        assert_eq!(
+            mysql.upsert_many(&container, &all, None).binds().len(),
+            6 * STORE_BATCH
+        );
+    }
+
+    #[test]
+    fn batches_split_by_rows_and_by_bytes() {
+        assert_eq!(upsert_chunks(&[]), Vec::<usize>::new());
+        assert_eq!(upsert_chunks(&[10; 13]), [13]);
+        assert_eq!(upsert_chunks(&[10; 200]), [64, 64, 64, 8]);
+        // A row over the budget goes alone; the rest fill upserts up to it.
+        let big = STORE_BYTES + 1;
+        assert_eq!(upsert_chunks(&[10, big, 10, 10, 10]), [1, 1, 3]);
+        let third = STORE_BYTES / 3;
+        assert_eq!(upsert_chunks(&[third; 7]), [3, 3, 1]);
+        let total: usize = upsert_chunks(&[10; 1000]).iter().sum();
+        assert_eq!(total, 1000);
+    }
+
+    #[test]
+    #[should_panic(expected = "65 rows in one upsert")]
+    fn an_upsert_of_more_rows_than_a_batch_is_a_bug() {
+        let sqlite = Statements::new(Database::Sqlite, "kv");
+        let rows: Vec<(Hashed<'_>, &[u8])> = (0..=STORE_BATCH)
+            .map(|_| (Hashed::new("k"), &b"v"[..]))
+            .collect();
+        let _ = sqlite.upsert_many(&Container::new("c"), &rows, None);
     }
 
     #[test]

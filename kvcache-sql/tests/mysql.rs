@@ -8,6 +8,7 @@ use std::net::TcpListener;
 
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, MysqlConnection, RunQueryDsl};
+use sha2::{Digest, Sha256};
 
 use common::{Count, Db};
 
@@ -55,6 +56,24 @@ impl Db for Mysql {
     fn quote(&self, table: &str) -> String {
         format!("`{table}`")
     }
+
+    /// The same URL as a new user, without a password, granted `SELECT` on `table` only.
+    fn read_only(&self, table: &str) -> Option<(String, Vec<String>)> {
+        let user = format!("kvro_{}", &common::hex(&Sha256::digest(table))[..16]);
+        let account = format!("'{user}'@'%'");
+        self.execute(&format!(
+            "DROP USER IF EXISTS {account}; CREATE USER {account}; \
+             GRANT SELECT ON {} TO {account}",
+            self.quote(table)
+        ))
+        .expect("a user that can only read the table");
+        let (scheme, rest) = self.url.split_once("://").expect("a URL");
+        let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+        Some((
+            format!("{scheme}://{user}@{host}"),
+            vec![format!("DROP USER IF EXISTS {account}")],
+        ))
+    }
 }
 
 #[test]
@@ -98,9 +117,27 @@ fn a_table_with_other_columns_is_an_error_and_left_alone() {
 }
 
 #[test]
+fn batches_of_many_large_and_repeated_entries() {
+    let Some(db) = Mysql::from_env() else { return };
+    common::batches(&db);
+}
+
+#[test]
+fn threads_storing_batches() {
+    let Some(db) = Mysql::from_env() else { return };
+    common::threads_storing_batches(&db);
+}
+
+#[test]
 fn threads_on_overlapping_keys() {
     let Some(db) = Mysql::from_env() else { return };
     common::threads_on_overlapping_keys(&db);
+}
+
+#[test]
+fn expired_entries_for_a_user_who_cannot_delete_are_misses() {
+    let Some(db) = Mysql::from_env() else { return };
+    common::expired_entries_that_cannot_be_deleted_are_misses(&db);
 }
 
 #[test]

@@ -59,6 +59,14 @@ impl Db for Postgres {
     fn quote(&self, table: &str) -> String {
         format!("\"{table}\"")
     }
+
+    /// The same URL, with libpq's `options` making every transaction of its connections
+    /// read-only (`default_transaction_read_only`).
+    fn read_only(&self, _table: &str) -> Option<(String, Vec<String>)> {
+        let separator = if self.url.contains('?') { '&' } else { '?' };
+        let options = "options=-c%20default_transaction_read_only%3Don";
+        Some((format!("{}{separator}{options}", self.url), Vec::new()))
+    }
 }
 
 #[test]
@@ -102,11 +110,35 @@ fn a_table_with_other_columns_is_an_error_and_left_alone() {
 }
 
 #[test]
+fn batches_of_many_large_and_repeated_entries() {
+    let Some(db) = Postgres::from_env() else {
+        return;
+    };
+    common::batches(&db);
+}
+
+#[test]
+fn threads_storing_batches() {
+    let Some(db) = Postgres::from_env() else {
+        return;
+    };
+    common::threads_storing_batches(&db);
+}
+
+#[test]
 fn threads_on_overlapping_keys() {
     let Some(db) = Postgres::from_env() else {
         return;
     };
     common::threads_on_overlapping_keys(&db);
+}
+
+#[test]
+fn expired_entries_on_a_read_only_database_are_misses() {
+    let Some(db) = Postgres::from_env() else {
+        return;
+    };
+    common::expired_entries_that_cannot_be_deleted_are_misses(&db);
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, RunQueryDsl, SqliteConnection};
-use kvcache_core::{Backend, BackendConfig};
+use kvcache_core::BackendConfig;
 use kvcache_sql::SqlBackend;
 
 use common::{Count, Db};
@@ -89,6 +89,16 @@ fn a_table_with_other_columns_is_an_error_and_left_alone() {
 }
 
 #[test]
+fn batches_of_many_large_and_repeated_entries() {
+    common::batches(&Sqlite::new());
+}
+
+#[test]
+fn threads_storing_batches() {
+    common::threads_storing_batches(&Sqlite::new());
+}
+
+#[test]
 fn threads_on_overlapping_keys() {
     common::threads_on_overlapping_keys(&Sqlite::new());
 }
@@ -129,7 +139,9 @@ fn sqlalchemy_urls_are_relative_after_three_slashes_and_absolute_after_four() {
             .option(key, &url)
             .option("table", format!("kv_{}", key.len()));
         let backend = SqlBackend::open(&config).unwrap_or_else(|error| panic!("{url}: {error}"));
-        backend.store("c", &url, b"here", None).expect("store");
+        common::store(&backend, "c")
+            .store(&url, b"here", None)
+            .expect("store");
     }
     assert_eq!(
         db.count("kv_14"),

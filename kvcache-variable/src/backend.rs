@@ -7,10 +7,13 @@ use std::time::Duration;
 
 use hashbrown::DefaultHashBuilder;
 use hashbrown::HashTable;
-use kvcache_core::{Backend, Clock, Result, SystemClock, expires_at};
+use kvcache_core::{Backend, Clock, Result, Space, Store, SystemClock, expires_at};
 
 /// Shards of an unbounded store: enough that threads rarely meet on one lock.
 const SHARDS: usize = 16;
+/// How many of a full shard's oldest writes are checked for expired entries before one is
+/// evicted.
+const EXPIRED_PROBE: usize = 8;
 /// `expires_at` of an entry without expiry.
 const NEVER: u64 = u64::MAX;
 
@@ -23,11 +26,20 @@ const NEVER: u64 = u64::MAX;
 ///
 /// With [`max_entries`](VariableBackend::max_entries) the store never holds more entries than
 /// that. The bound is split evenly over the shards; when a new key arrives in a full shard, the
-/// shard first drops its expired entries and then, if it is still full, evicts its entries in the
-/// order they were last written (first in, first out). Reads do not reorder entries, so a read
-/// never takes a write lock.
-#[derive(Debug)]
+/// shard first drops the expired entries among its eight oldest writes and then, if it is still
+/// full, evicts its entries in the order they were last written (first in, first out). Reads do not reorder entries, so a read
+/// never takes a write lock. Expired entries are dropped when read, when evicted in their turn,
+/// and by [`purge_expired`](Backend::purge_expired); a write never scans its shard.
+///
+/// Cloning it gives another handle on the same entries.
+#[derive(Debug, Clone)]
 pub struct VariableBackend {
+    tables: Arc<Tables>,
+}
+
+/// The entries of every container.
+#[derive(Debug)]
+struct Tables {
     shards: Box<[RwLock<Shard>]>,
     hasher: DefaultHashBuilder,
     clock: Arc<dyn Clock>,
@@ -100,28 +112,31 @@ impl VariableBackend {
     }
 
     /// Bounds the store to `max` entries (at least 1); see the type's docs for the eviction
-    /// policy. Entries already stored are kept; call it on a new store.
+    /// policy. It makes a new, empty store on the same clock: call it before storing.
     #[must_use]
     pub fn max_entries(self, max: usize) -> Self {
         let max = max.max(1);
         // Small bounds get fewer shards, so that each shard holds a useful number of entries.
         let shards = (max / 64).clamp(1, SHARDS);
         let shards = 1 << shards.ilog2();
-        Self::build(self.clock, shards, Some(max / shards))
+        Self::build(Arc::clone(&self.tables.clock), shards, Some(max / shards))
     }
 
     fn build(clock: Arc<dyn Clock>, shards: usize, shard_capacity: Option<usize>) -> Self {
         VariableBackend {
-            shards: (0..shards).map(|_| RwLock::default()).collect(),
-            hasher: DefaultHashBuilder::default(),
-            clock,
-            shard_capacity,
+            tables: Arc::new(Tables {
+                shards: (0..shards).map(|_| RwLock::default()).collect(),
+                hasher: DefaultHashBuilder::default(),
+                clock,
+                shard_capacity,
+            }),
         }
     }
 
     /// The number of entries held, expired ones included until they are dropped.
     pub fn len(&self) -> usize {
-        self.shards
+        self.tables
+            .shards
             .iter()
             .map(|shard| read_lock(shard).table.len())
             .sum()
@@ -131,7 +146,34 @@ impl VariableBackend {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
 
+/// One container's entries: its name is all its calls need.
+#[derive(Debug)]
+struct Region {
+    tables: Arc<Tables>,
+    container: Box<str>,
+}
+
+impl Backend for VariableBackend {
+    fn open(&self, container: &str) -> Result<Space> {
+        Ok(Space::Memory(Arc::new(Region {
+            tables: Arc::clone(&self.tables),
+            container: container.into(),
+        })))
+    }
+
+    fn purge_expired(&self) -> Result<()> {
+        let tables = &self.tables;
+        let now = tables.now();
+        for shard in &tables.shards {
+            write(shard).table.retain(|entry| entry.live(now));
+        }
+        Ok(())
+    }
+}
+
+impl Tables {
     fn hash(&self, container: &str, key: &str) -> u64 {
         let mut hasher = self.hasher.build_hasher();
         container.hash(&mut hasher);
@@ -165,11 +207,12 @@ fn write(shard: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
     shard.write().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl Backend for VariableBackend {
-    fn store(&self, container: &str, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        let hash = self.hash(container, key);
-        let expires = ttl.map_or(NEVER, |ttl| expires_at(self.now(), ttl));
-        let mut shard = write(self.shard(hash));
+impl Store for Region {
+    fn store(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        let (tables, container) = (&*self.tables, &*self.container);
+        let hash = tables.hash(container, key);
+        let expires = ttl.map_or(NEVER, |ttl| expires_at(tables.now(), ttl));
+        let mut shard = write(tables.shard(hash));
         let shard = &mut *shard;
         let seq = shard.next_seq;
         shard.next_seq += 1;
@@ -178,10 +221,19 @@ impl Backend for VariableBackend {
             entry.expires_at = expires;
             entry.seq = seq;
         } else {
-            if let Some(capacity) = self.shard_capacity {
+            if let Some(capacity) = tables.shard_capacity {
                 if shard.table.len() >= capacity {
-                    let now = self.now();
-                    shard.table.retain(|entry| entry.live(now));
+                    // Expired entries among the oldest few writes go first; then the oldest
+                    // write, expired or not. A full shard never scans itself.
+                    let now = tables.now();
+                    let Shard { table, order, .. } = &mut *shard;
+                    for &(old_hash, old_seq) in order.iter().take(EXPIRED_PROBE) {
+                        if let Ok(entry) =
+                            table.find_entry(old_hash, |e| e.seq == old_seq && !e.live(now))
+                        {
+                            entry.remove();
+                        }
+                    }
                 }
                 while shard.table.len() >= capacity {
                     let Some((old_hash, old_seq)) = shard.order.pop_front() else {
@@ -200,16 +252,16 @@ impl Backend for VariableBackend {
             };
             shard
                 .table
-                .insert_unique(hash, entry, |e| self.hash_entry(e));
+                .insert_unique(hash, entry, |e| tables.hash_entry(e));
         }
-        if self.shard_capacity.is_some() {
+        if tables.shard_capacity.is_some() {
             shard.order.push_back((hash, seq));
             if shard.order.len() > 2 * shard.table.len() + 16 {
                 // Too many records of rewritten or removed entries: rebuild from the table.
                 let mut live: Vec<(u64, u64)> = shard
                     .table
                     .iter()
-                    .map(|e| (e.seq, self.hash_entry(e)))
+                    .map(|e| (e.seq, tables.hash_entry(e)))
                     .collect();
                 live.sort_unstable();
                 shard.order = live.into_iter().map(|(seq, hash)| (hash, seq)).collect();
@@ -218,20 +270,16 @@ impl Backend for VariableBackend {
         Ok(())
     }
 
-    fn retrieve(&self, container: &str, key: &str) -> Result<Option<Vec<u8>>> {
+    fn retrieve(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let mut value = None;
-        self.retrieve_with(container, key, &mut |bytes| value = Some(bytes.to_vec()))?;
+        self.retrieve_with(key, &mut |bytes| value = Some(bytes.to_vec()))?;
         Ok(value)
     }
 
-    fn retrieve_with(
-        &self,
-        container: &str,
-        key: &str,
-        read: &mut dyn FnMut(&[u8]),
-    ) -> Result<bool> {
-        let hash = self.hash(container, key);
-        let lock = self.shard(hash);
+    fn retrieve_with(&self, key: &str, read: &mut dyn FnMut(&[u8])) -> Result<bool> {
+        let (tables, container) = (&*self.tables, &*self.container);
+        let hash = tables.hash(container, key);
+        let lock = tables.shard(hash);
         let now;
         {
             let shard = read_lock(lock);
@@ -243,7 +291,7 @@ impl Backend for VariableBackend {
                 read(&entry.value);
                 return Ok(true);
             }
-            now = self.now();
+            now = tables.now();
             if entry.live(now) {
                 read(&entry.value);
                 return Ok(true);
@@ -260,28 +308,21 @@ impl Backend for VariableBackend {
         Ok(false)
     }
 
-    fn invalidate(&self, container: &str, key: &str) -> Result<()> {
-        let hash = self.hash(container, key);
-        let mut shard = write(self.shard(hash));
+    fn invalidate(&self, key: &str) -> Result<()> {
+        let (tables, container) = (&*self.tables, &*self.container);
+        let hash = tables.hash(container, key);
+        let mut shard = write(tables.shard(hash));
         if let Ok(entry) = shard.table.find_entry(hash, |e| e.is(container, key)) {
             entry.remove();
         }
         Ok(())
     }
 
-    fn clear(&self, container: &str) -> Result<()> {
-        for shard in &self.shards {
+    fn clear(&self) -> Result<()> {
+        for shard in &self.tables.shards {
             write(shard)
                 .table
-                .retain(|entry| !entry.container_is(container));
-        }
-        Ok(())
-    }
-
-    fn purge_expired(&self) -> Result<()> {
-        let now = self.now();
-        for shard in &self.shards {
-            write(shard).table.retain(|entry| entry.live(now));
+                .retain(|entry| !entry.container_is(&self.container));
         }
         Ok(())
     }

@@ -15,8 +15,9 @@
 //! use kvcache_variable::VariableBackend;
 //!
 //! let backend = VariableBackend::new();
-//! backend.store("greeting", "Peter", b"Hello Peter!", None)?;
-//! assert_eq!(backend.retrieve("greeting", "Peter")?.as_deref(), Some(&b"Hello Peter!"[..]));
+//! let greetings = backend.open("greeting")?.sync_store();
+//! greetings.store("Peter", b"Hello Peter!", None)?;
+//! assert_eq!(greetings.retrieve("Peter")?.as_deref(), Some(&b"Hello Peter!"[..]));
 //! # Ok::<(), kvcache_core::Error>(())
 //! ```
 

@@ -3,8 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kvcache_core::{Backend, ManualClock, testkit};
+use kvcache_core::{Backend, ManualClock, Store, testkit};
 use kvcache_variable::VariableBackend;
+
+/// Container "c" of `backend`.
+fn region(backend: &VariableBackend) -> Arc<dyn Store> {
+    backend.open("c").unwrap().sync_store()
+}
 
 #[test]
 fn passes_the_conformance_suite() {
@@ -29,20 +34,20 @@ fn passes_the_conformance_suite_when_bounded() {
 fn a_bounded_store_never_exceeds_its_bound_and_evicts_the_oldest_write_first() {
     let backend = VariableBackend::new().max_entries(10);
     for i in 0..100 {
-        backend.store("c", &i.to_string(), b"v", None).unwrap();
+        region(&backend).store(&i.to_string(), b"v", None).unwrap();
         assert!(backend.len() <= 10, "{} entries after {i}", backend.len());
     }
     // One shard at this size: exactly the ten newest writes survive.
     for i in 0..90 {
         assert_eq!(
-            backend.retrieve("c", &i.to_string()).unwrap(),
+            region(&backend).retrieve(&i.to_string()).unwrap(),
             None,
             "key {i}"
         );
     }
     for i in 90..100 {
         assert!(
-            backend.retrieve("c", &i.to_string()).unwrap().is_some(),
+            region(&backend).retrieve(&i.to_string()).unwrap().is_some(),
             "key {i}"
         );
     }
@@ -52,17 +57,17 @@ fn a_bounded_store_never_exceeds_its_bound_and_evicts_the_oldest_write_first() {
 fn rewriting_a_key_makes_it_the_newest() {
     let backend = VariableBackend::new().max_entries(3);
     for key in ["a", "b", "c"] {
-        backend.store("c", key, b"v", None).unwrap();
+        region(&backend).store(key, b"v", None).unwrap();
     }
-    backend.store("c", "a", b"again", None).unwrap();
-    backend.store("c", "d", b"v", None).unwrap();
+    region(&backend).store("a", b"again", None).unwrap();
+    region(&backend).store("d", b"v", None).unwrap();
     assert_eq!(
-        backend.retrieve("c", "b").unwrap(),
+        region(&backend).retrieve("b").unwrap(),
         None,
         "b is now the oldest write"
     );
     assert_eq!(
-        backend.retrieve("c", "a").unwrap().as_deref(),
+        region(&backend).retrieve("a").unwrap().as_deref(),
         Some(&b"again"[..])
     );
 }
@@ -71,20 +76,20 @@ fn rewriting_a_key_makes_it_the_newest() {
 fn a_full_store_drops_expired_entries_before_live_ones() {
     let clock = ManualClock::new(0);
     let backend = VariableBackend::with_clock(Arc::new(clock.clone())).max_entries(3);
-    backend.store("c", "forever", b"v", None).unwrap();
-    backend
-        .store("c", "brief-1", b"v", Some(Duration::from_secs(1)))
+    region(&backend).store("forever", b"v", None).unwrap();
+    region(&backend)
+        .store("brief-1", b"v", Some(Duration::from_secs(1)))
         .unwrap();
-    backend
-        .store("c", "brief-2", b"v", Some(Duration::from_secs(1)))
+    region(&backend)
+        .store("brief-2", b"v", Some(Duration::from_secs(1)))
         .unwrap();
     clock.advance(Duration::from_secs(2));
-    backend.store("c", "new", b"v", None).unwrap();
+    region(&backend).store("new", b"v", None).unwrap();
     assert!(
-        backend.retrieve("c", "forever").unwrap().is_some(),
+        region(&backend).retrieve("forever").unwrap().is_some(),
         "the oldest live entry stays"
     );
-    assert!(backend.retrieve("c", "new").unwrap().is_some());
+    assert!(region(&backend).retrieve("new").unwrap().is_some());
     assert_eq!(backend.len(), 2);
 }
 
@@ -92,15 +97,15 @@ fn a_full_store_drops_expired_entries_before_live_ones() {
 fn expired_entries_are_dropped_when_read_and_when_purged() {
     let clock = ManualClock::new(0);
     let backend = VariableBackend::with_clock(Arc::new(clock.clone()));
-    backend
-        .store("c", "read", b"v", Some(Duration::from_secs(1)))
+    region(&backend)
+        .store("read", b"v", Some(Duration::from_secs(1)))
         .unwrap();
-    backend
-        .store("c", "purged", b"v", Some(Duration::from_secs(1)))
+    region(&backend)
+        .store("purged", b"v", Some(Duration::from_secs(1)))
         .unwrap();
     clock.advance(Duration::from_secs(1));
     assert_eq!(backend.len(), 2);
-    assert_eq!(backend.retrieve("c", "read").unwrap(), None);
+    assert_eq!(region(&backend).retrieve("read").unwrap(), None);
     assert_eq!(backend.len(), 1, "the expired entry read was dropped");
     backend.purge_expired().unwrap();
     assert!(backend.is_empty());
@@ -110,8 +115,8 @@ fn expired_entries_are_dropped_when_read_and_when_purged() {
 fn churn_on_few_keys_keeps_the_write_log_small() {
     let backend = VariableBackend::new().max_entries(4);
     for i in 0..10_000 {
-        backend
-            .store("c", &(i % 4).to_string(), b"v", None)
+        region(&backend)
+            .store(&(i % 4).to_string(), b"v", None)
             .unwrap();
     }
     assert_eq!(backend.len(), 4, "rewrites of present keys evict nothing");

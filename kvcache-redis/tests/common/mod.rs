@@ -1,12 +1,15 @@
 //! What the tests share: the Redis under test, a private `redis-server`, and cleanup.
 #![allow(dead_code, unreachable_pub)] // each test binary uses a part
 
+use std::fmt;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use kvcache_core::{AsyncStore, Backend, Result, Store};
 use kvcache_redis::{RedisBackend, RedisConfig};
 
 /// The Redis the tests use, when it can be reached: `KVCACHE_TEST_REDIS_URL`, or the loopback
@@ -42,6 +45,154 @@ pub fn config(url: &str, prefix: &str) -> RedisConfig {
         .prefix(prefix)
         .connect_timeout(Duration::from_secs(1))
         .command_timeout(Duration::from_secs(2))
+}
+
+/// The store of `container` as synchronous callers use it.
+pub fn sync_store(backend: &RedisBackend, container: &str) -> Arc<dyn Store> {
+    backend
+        .open(container)
+        .expect("open a container")
+        .sync_store()
+}
+
+/// The store of `container` as async callers use it, each call awaited on a test runtime of two
+/// workers, so that a check reads the same on both paths.
+pub fn async_store(backend: &RedisBackend, container: &str) -> Arc<dyn Store> {
+    Arc::new(Awaited(
+        backend
+            .open(container)
+            .expect("open a container")
+            .async_store(),
+    ))
+}
+
+/// The store of `container` through each path, named.
+pub fn paths(backend: &RedisBackend, container: &str) -> [(&'static str, Arc<dyn Store>); 2] {
+    [
+        ("sync", sync_store(backend, container)),
+        ("async", async_store(backend, container)),
+    ]
+}
+
+/// The backend through one path, with the per-call API of the old contract: each call opens
+/// the store of its container.
+pub struct Via<'a> {
+    pub path: &'static str,
+    backend: &'a RedisBackend,
+}
+
+/// `backend` through the synchronous path, then through the async one.
+pub fn both(backend: &RedisBackend) -> [Via<'_>; 2] {
+    [
+        Via {
+            path: "sync",
+            backend,
+        },
+        Via {
+            path: "async",
+            backend,
+        },
+    ]
+}
+
+impl Via<'_> {
+    pub fn open(&self, container: &str) -> Arc<dyn Store> {
+        match self.path {
+            "sync" => sync_store(self.backend, container),
+            _ => async_store(self.backend, container),
+        }
+    }
+
+    pub fn store(
+        &self,
+        container: &str,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        self.open(container).store(key, value, ttl)
+    }
+
+    pub fn retrieve(&self, container: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        self.open(container).retrieve(key)
+    }
+
+    pub fn invalidate(&self, container: &str, key: &str) -> Result<()> {
+        self.open(container).invalidate(key)
+    }
+
+    pub fn clear(&self, container: &str) -> Result<()> {
+        self.open(container).clear()
+    }
+
+    pub fn retrieve_many(&self, container: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.open(container).retrieve_many(keys)
+    }
+
+    pub fn store_many(
+        &self,
+        container: &str,
+        entries: &[(&str, &[u8])],
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        self.open(container).store_many(entries, ttl)
+    }
+}
+
+fn test_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a test runtime")
+    })
+}
+
+/// An async store's calls, each awaited on the test runtime (under a 30 s timeout: a hang fails).
+struct Awaited(Arc<dyn AsyncStore>);
+
+impl Awaited {
+    fn wait<T>(&self, future: impl Future<Output = Result<T>>) -> Result<T> {
+        test_runtime().block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), future)
+                .await
+                .expect("an async call hung")
+        })
+    }
+}
+
+impl fmt::Debug for Awaited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl Store for Awaited {
+    fn store(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        self.wait(self.0.store(key, value, ttl))
+    }
+
+    fn retrieve(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.wait(self.0.retrieve(key))
+    }
+
+    fn invalidate(&self, key: &str) -> Result<()> {
+        self.wait(self.0.invalidate(key))
+    }
+
+    fn clear(&self) -> Result<()> {
+        self.wait(self.0.clear())
+    }
+
+    fn retrieve_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.wait(self.0.retrieve_many(keys))
+    }
+
+    fn store_many(&self, entries: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
+        self.wait(self.0.store_many(entries, ttl))
+    }
 }
 
 /// A plain connection, to look at and plant keys behind kvcache's back.
@@ -136,6 +287,28 @@ impl Server {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Stops it (SIGSTOP): it keeps its connections and answers nothing until [`resume`]d.
+    ///
+    /// [`resume`]: Server::resume
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Continues it after [`pause`](Server::pause) (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("a running redis-server");
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
     }
 
     /// Starts it again on the same port and socket.

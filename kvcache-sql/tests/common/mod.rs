@@ -3,14 +3,17 @@
 
 #![allow(dead_code, reason = "each database's tests use a part of it")]
 
+use std::fmt::Write as _;
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
 
 use diesel::QueryableByName;
 use diesel::sql_types::BigInt;
-use kvcache_core::{Backend, BackendConfig, ManualClock, testkit};
+use kvcache_core::{
+    Backend, BackendConfig, Config, ContainerOptions, KvCache, ManualClock, Store, testkit,
+};
 use kvcache_sql::SqlBackend;
 use sha2::{Digest, Sha256};
 
@@ -30,6 +33,12 @@ pub(crate) trait Db {
     fn bytes_literal(&self, bytes: &[u8]) -> String;
     /// `table`, quoted.
     fn quote(&self, table: &str) -> String;
+    /// The `url` of connections that can read `table` and cannot write to it, and the
+    /// statements that undo what made them; `None` where the tests have no such connections.
+    fn read_only(&self, table: &str) -> Option<(String, Vec<String>)> {
+        let _ = table;
+        None
+    }
 }
 
 /// The URL in the environment variable `var`, or `default`, if its server answers on TCP.
@@ -129,6 +138,14 @@ pub(crate) fn open(db: &dyn Db, table: &str, clock: &ManualClock) -> SqlBackend 
     SqlBackend::open(&config(db, table, clock)).unwrap_or_else(|error| panic!("open: {error}"))
 }
 
+/// The synchronous store of `container` on `backend`.
+pub(crate) fn store(backend: &dyn Backend, container: &str) -> Arc<dyn Store> {
+    backend
+        .open(container)
+        .unwrap_or_else(|error| panic!("open({container:?}): {error}"))
+        .sync_store()
+}
+
 fn clock() -> ManualClock {
     ManualClock::new(1_700_000_000_000)
 }
@@ -146,14 +163,13 @@ pub(crate) fn conformance(db: &dyn Db) {
 pub(crate) fn long_keys(db: &dyn Db) {
     let table = Table::new(db, "long");
     let backend = open(db, &table.name, &clock());
-    let c = "long";
+    let c = store(&backend, "long");
     let ascii = "k".repeat(64 * 1024);
     let ascii_other = format!("{}!", "k".repeat(64 * 1024 - 1));
     let multibyte = "ключ🦀".repeat(16 * 1024); // 224 KiB of UTF-8
     let huge = "x".repeat(1024 * 1024);
     for key in [&ascii, &ascii_other, &multibyte, &huge] {
-        backend
-            .store(c, key, &key.as_bytes()[key.len() - 8..], None)
+        c.store(key, &key.as_bytes()[key.len() - 8..], None)
             .expect("store a long key");
     }
     let keys = [
@@ -162,7 +178,7 @@ pub(crate) fn long_keys(db: &dyn Db) {
         multibyte.as_str(),
         huge.as_str(),
     ];
-    let found = backend.retrieve_many(c, &keys).expect("retrieve long keys");
+    let found = c.retrieve_many(&keys).expect("retrieve long keys");
     for (key, value) in keys.iter().zip(found) {
         assert_eq!(
             value.as_deref(),
@@ -172,26 +188,19 @@ pub(crate) fn long_keys(db: &dyn Db) {
         );
     }
     assert_eq!(
-        backend.retrieve(c, &ascii[1..]).expect("retrieve"),
+        c.retrieve(&ascii[1..]).expect("retrieve"),
         None,
         "a prefix is another key"
     );
-    backend
-        .invalidate(c, &ascii)
-        .expect("invalidate a long key");
-    assert_eq!(backend.retrieve(c, &ascii).expect("retrieve"), None);
+    c.invalidate(&ascii).expect("invalidate a long key");
+    assert_eq!(c.retrieve(&ascii).expect("retrieve"), None);
     assert!(
-        backend
-            .retrieve(c, &ascii_other)
-            .expect("retrieve")
-            .is_some(),
+        c.retrieve(&ascii_other).expect("retrieve").is_some(),
         "its neighbour stays"
     );
 
     // Make the row of "apple" sit where "pear" hashes to: a collision, as if SHA-256 had one.
-    backend
-        .store(c, "apple", b"apple's value", None)
-        .expect("store");
+    c.store("apple", b"apple's value", None).expect("store");
     let sha = |bytes: &[u8]| Sha256::digest(bytes).to_vec();
     db.execute(&format!(
         "UPDATE {} SET key_hash = {} WHERE key_hash = {}",
@@ -201,25 +210,24 @@ pub(crate) fn long_keys(db: &dyn Db) {
     ))
     .expect("move the row");
     assert_eq!(
-        backend.retrieve(c, "pear").expect("retrieve"),
+        c.retrieve("pear").expect("retrieve"),
         None,
         "a collision is a miss"
     );
     assert_eq!(
-        backend.retrieve_many(c, &["pear"]).expect("retrieve_many"),
+        c.retrieve_many(&["pear"]).expect("retrieve_many"),
         vec![None]
     );
-    backend.invalidate(c, "pear").expect("invalidate");
+    c.invalidate("pear").expect("invalidate");
     assert_eq!(
         db.count(&table.name),
         4,
         "invalidating pear left apple's row alone"
     );
-    backend
-        .store(c, "pear", b"pear's value", None)
+    c.store("pear", b"pear's value", None)
         .expect("store over the collision");
     assert_eq!(
-        backend.retrieve(c, "pear").expect("retrieve").as_deref(),
+        c.retrieve("pear").expect("retrieve").as_deref(),
         Some(&b"pear's value"[..])
     );
 }
@@ -232,16 +240,17 @@ pub(crate) fn tables_are_isolated(db: &dyn Db) {
         open(db, &first.name, &clock),
         open(db, &second.name, &clock),
     );
-    a.store("c", "k", b"first", None).expect("store");
-    assert_eq!(b.retrieve("c", "k").expect("retrieve"), None);
-    b.store("c", "k", b"second", None).expect("store");
+    let (a, b) = (store(&a, "c"), store(&b, "c"));
+    a.store("k", b"first", None).expect("store");
+    assert_eq!(b.retrieve("k").expect("retrieve"), None);
+    b.store("k", b"second", None).expect("store");
     assert_eq!(
-        a.retrieve("c", "k").expect("retrieve").as_deref(),
+        a.retrieve("k").expect("retrieve").as_deref(),
         Some(&b"first"[..])
     );
-    b.clear("c").expect("clear");
+    b.clear().expect("clear");
     assert_eq!(
-        a.retrieve("c", "k").expect("retrieve").as_deref(),
+        a.retrieve("k").expect("retrieve").as_deref(),
         Some(&b"first"[..])
     );
     assert_eq!((db.count(&first.name), db.count(&second.name)), (1, 0));
@@ -315,33 +324,30 @@ pub(crate) fn threads_on_overlapping_keys(db: &dyn Db) {
     let table = Table::new(db, "mixed");
     let clock = clock();
     let backend = open(db, &table.name, &clock);
-    let c = "mixed";
+    let (c, scratch) = (store(&backend, "mixed"), store(&backend, "scratch"));
     let shared: Vec<String> = (0..2 * THREADS).map(|k| format!("shared {k}")).collect();
     let shared: Vec<&str> = shared.iter().map(String::as_str).collect();
     let barrier = Barrier::new(THREADS);
     thread::scope(|scope| {
         for t in 0..THREADS {
-            let (backend, clock, shared, barrier) = (&backend, &clock, &shared, &barrier);
+            let (backend, c, scratch) = (&backend, &c, &scratch);
+            let (clock, shared, barrier) = (&clock, &shared, &barrier);
             scope.spawn(move || {
                 barrier.wait();
                 let own = format!("own {t}");
                 for i in 0..ROUNDS {
                     let value = format!("{t}:{i}");
-                    backend
-                        .store(c, "hot", value.as_bytes(), None)
-                        .expect("store hot");
+                    c.store("hot", value.as_bytes(), None).expect("store hot");
                     for k in 0..4 {
                         let key = shared[(t * 3 + i + k) % shared.len()];
                         let ttl = Duration::from_millis(((i + k) % 4) as u64);
-                        backend
-                            .store(c, key, value.as_bytes(), Some(ttl))
-                            .expect("store");
+                        c.store(key, value.as_bytes(), Some(ttl)).expect("store");
                     }
-                    backend
-                        .store("scratch", shared[i % THREADS], b"x", None)
+                    scratch
+                        .store(shared[i % THREADS], b"x", None)
                         .expect("store scratch");
                     clock.advance(Duration::from_millis(1));
-                    let found = backend.retrieve_many(c, shared).expect("retrieve_many");
+                    let found = c.retrieve_many(shared).expect("retrieve_many");
                     for value in found.into_iter().flatten() {
                         let text = String::from_utf8(value).expect("utf-8");
                         assert!(
@@ -350,21 +356,18 @@ pub(crate) fn threads_on_overlapping_keys(db: &dyn Db) {
                         );
                     }
                     if i % 4 == 0 {
-                        backend
-                            .invalidate(c, shared[(t + i) % shared.len()])
+                        c.invalidate(shared[(t + i) % shared.len()])
                             .expect("invalidate");
                     }
                     if i % 10 == 0 {
-                        backend.clear("scratch").expect("clear");
+                        scratch.clear().expect("clear");
                     }
                     if i % 3 == 0 {
                         backend.purge_expired().expect("purge_expired");
                     }
-                    backend
-                        .store(c, &own, value.as_bytes(), None)
-                        .expect("store own");
+                    c.store(&own, value.as_bytes(), None).expect("store own");
                     assert_eq!(
-                        backend.retrieve(c, &own).expect("retrieve own"),
+                        c.retrieve(&own).expect("retrieve own"),
                         Some(value.into_bytes()),
                         "a thread reads its own last write"
                     );
@@ -374,21 +377,132 @@ pub(crate) fn threads_on_overlapping_keys(db: &dyn Db) {
     });
     let last = ROUNDS - 1;
     for t in 0..THREADS {
-        let own = backend.retrieve(c, &format!("own {t}")).expect("retrieve");
+        let own = c.retrieve(&format!("own {t}")).expect("retrieve");
         assert_eq!(
             own,
             Some(format!("{t}:{last}").into_bytes()),
             "thread {t}'s last write"
         );
     }
-    let hot = backend
-        .retrieve(c, "hot")
-        .expect("retrieve")
-        .expect("hot is there");
+    let hot = c.retrieve("hot").expect("retrieve").expect("hot is there");
     let hot = String::from_utf8(hot).expect("utf-8");
     assert!(
         hot.ends_with(&format!(":{last}")),
         "the hot key holds some thread's last write, not {hot:?}"
+    );
+}
+
+/// Batches of more entries than one upsert holds, of entries larger than one upsert carries,
+/// with a key given twice (its last value wins, as storing one entry after another would
+/// leave it), all with one expiry.
+pub(crate) fn batches(db: &dyn Db) {
+    let table = Table::new(db, "batch");
+    let clock = clock();
+    let backend = open(db, &table.name, &clock);
+    let c = store(&backend, "batch");
+    let keys: Vec<String> = (0..300).map(|i| format!("key {i}")).collect();
+    let mut entries: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), k.as_bytes())).collect();
+    entries.insert(0, ("key 9", b"overwritten later in the batch"));
+    entries.push(("key 7", b"again"));
+    c.store_many(&entries, Some(Duration::from_secs(10)))
+        .expect("store_many");
+    assert_eq!(db.count(&table.name), 300, "one row per key");
+    let asked: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let found = c.retrieve_many(&asked).expect("retrieve_many");
+    for (key, value) in asked.iter().zip(found) {
+        let expected: &[u8] = if *key == "key 7" {
+            b"again"
+        } else {
+            key.as_bytes()
+        };
+        assert_eq!(value.as_deref(), Some(expected), "key {key:?}");
+    }
+
+    let big: Vec<Vec<u8>> = (0..3_u8).map(|i| vec![i; 600 * 1024]).collect();
+    let entries: [(&str, &[u8]); 4] = [
+        ("big 0", &big[0]),
+        ("small", b"small"),
+        ("big 1", &big[1]),
+        ("big 2", &big[2]),
+    ];
+    c.store_many(&entries, None)
+        .expect("store_many of big entries");
+    let found = c
+        .retrieve_many(&["big 0", "small", "big 1", "big 2"])
+        .expect("retrieve_many");
+    for ((key, value), found) in entries.iter().zip(found) {
+        assert_eq!(found.as_deref(), Some(*value), "key {key:?}");
+    }
+    c.store_many(&[], None).expect("an empty batch");
+
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(
+        c.retrieve_many(&["key 0", "key 7", "key 299", "small"])
+            .expect("retrieve_many"),
+        vec![None, None, None, Some(b"small".to_vec())],
+        "the batch's ttl holds for each of its entries"
+    );
+}
+
+/// 8 threads storing batches of overlapping keys in different orders, beside clears,
+/// invalidations, look-ups and purges of the same container: no deadlock and no error.
+pub(crate) fn threads_storing_batches(db: &dyn Db) {
+    const THREADS: usize = 8;
+    const ROUNDS: usize = 40;
+    let table = Table::new(db, "batches");
+    let clock = clock();
+    let backend = open(db, &table.name, &clock);
+    let c = store(&backend, "batches");
+    let keys: Vec<String> = (0..24).map(|k| format!("shared {k}")).collect();
+    let barrier = Barrier::new(THREADS);
+    thread::scope(|scope| {
+        for t in 0..THREADS {
+            let (backend, c, clock, keys, barrier) = (&backend, &c, &clock, &keys, &barrier);
+            scope.spawn(move || {
+                barrier.wait();
+                for i in 0..ROUNDS {
+                    let value = format!("{t}:{i}");
+                    let mut batch: Vec<&str> = keys.iter().map(String::as_str).collect();
+                    batch.rotate_left((t * 5 + i) % keys.len());
+                    if t % 2 == 1 {
+                        batch.reverse();
+                    }
+                    batch.truncate(8 + (t + i) % 16);
+                    let entries: Vec<(&str, &[u8])> =
+                        batch.iter().map(|&key| (key, value.as_bytes())).collect();
+                    let ttl = (i % 3 == 0).then(|| Duration::from_millis((t % 3) as u64));
+                    c.store_many(&entries, ttl).expect("store_many");
+                    clock.advance(Duration::from_millis(1));
+                    let all: Vec<&str> = keys.iter().map(String::as_str).collect();
+                    for value in c
+                        .retrieve_many(&all)
+                        .expect("retrieve_many")
+                        .into_iter()
+                        .flatten()
+                    {
+                        let text = String::from_utf8(value).expect("utf-8");
+                        assert!(
+                            text.split_once(':').is_some(),
+                            "a value no thread wrote: {text:?}"
+                        );
+                    }
+                    match (t + i) % 8 {
+                        0 => c.clear().expect("clear"),
+                        1 => backend.purge_expired().expect("purge_expired"),
+                        2 => c.invalidate(batch[0]).expect("invalidate"),
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    let last = ROUNDS - 1;
+    c.store_many(&[("a", b"1"), ("b", b"2")], None)
+        .expect("store_many after the threads");
+    assert_eq!(
+        c.retrieve_many(&["a", "b"]).expect("retrieve_many"),
+        vec![Some(b"1".to_vec()), Some(b"2".to_vec())],
+        "the container works after round {last} of every thread"
     );
 }
 
@@ -431,47 +545,231 @@ pub(crate) fn goes_away_and_comes_back(url: &str, port: u16, stop: impl Fn(), st
         .option("connect_timeout", "2s")
         .option("pool_size", "3");
     let backend = SqlBackend::open(&config).unwrap_or_else(|error| panic!("open: {error}"));
+    let c = store(&backend, "c");
     // Three pooled connections, all of which the outage kills.
     thread::scope(|scope| {
         for i in 0..3 {
-            let backend = &backend;
+            let c = &c;
             scope.spawn(move || {
                 for round in 0..20 {
                     let value = format!("{i}:{round}");
-                    backend
-                        .store("c", &format!("k{i}"), value.as_bytes(), None)
+                    c.store(&format!("k{i}"), value.as_bytes(), None)
                         .expect("store");
                 }
             });
         }
     });
-    backend.store("c", "k", b"before", None).expect("store");
+    c.store("k", b"before", None).expect("store");
 
     stop();
     let address = format!("127.0.0.1:{port}");
     let started = std::time::Instant::now();
-    let error = backend.retrieve("c", "k").expect_err("the server is away");
+    let error = c.retrieve("k").expect_err("the server is away");
     let elapsed = started.elapsed();
     assert!(full_message(&error).contains(&address), "{error}");
     assert!(
         elapsed < connect_timeout + Duration::from_secs(2),
         "a call while the server is away took {elapsed:?}, connect_timeout is {connect_timeout:?}"
     );
-    backend
-        .store("c", "k", b"lost", None)
+    c.store("k", b"lost", None)
         .expect_err("the server is still away");
 
     start();
     assert_eq!(
-        backend
-            .retrieve("c", "k")
+        c.retrieve("k")
             .expect("the first call after the server is back")
             .as_deref(),
         Some(&b"before"[..])
     );
-    backend.store("c", "k", b"after", None).expect("store");
+    c.store("k", b"after", None).expect("store");
     assert_eq!(
-        backend.retrieve("c", "k").expect("retrieve").as_deref(),
+        c.retrieve("k").expect("retrieve").as_deref(),
         Some(&b"after"[..])
+    );
+}
+
+/// Statements run on `db` when dropped: what undoes a test's changes to the server.
+struct Undo<'a> {
+    db: &'a dyn Db,
+    statements: Vec<String>,
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        for statement in &self.statements {
+            if let Err(error) = self.db.execute(statement) {
+                eprintln!("could not undo with {statement:?}: {error}");
+            }
+        }
+    }
+}
+
+/// The events logged through `tracing` on the threads that set it as their subscriber: level,
+/// then each field, errors with their sources.
+#[derive(Clone, Default)]
+struct Events(Arc<Mutex<Vec<String>>>);
+
+struct Fields(String);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let _ = write!(self.0, " {}={value:?}", field.name());
+    }
+
+    fn record_error(
+        &mut self,
+        field: &tracing::field::Field,
+        value: &(dyn std::error::Error + 'static),
+    ) {
+        let _ = write!(self.0, " {}={}", field.name(), full_message(value));
+    }
+}
+
+impl tracing::Subscriber for Events {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut fields = Fields(event.metadata().level().to_string());
+        event.record(&mut fields);
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(fields.0);
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Expired entries read through a backend whose connections cannot delete them (`db`'s
+/// [`read_only`](Db::read_only) connections): misses, not errors, through the store and through
+/// a container, on the synchronous and the async path; the failed delete is logged at debug
+/// level, and the rows stay for `purge_expired` on a backend that can write.
+pub(crate) fn expired_entries_that_cannot_be_deleted_are_misses(db: &dyn Db) {
+    let table = Table::new(db, "ro");
+    let clock = clock();
+    let writer = open(db, &table.name, &clock);
+    let written = store(&writer, "c");
+    for key in ["gone", "gone too"] {
+        written
+            .store(key, b"v", Some(Duration::from_secs(1)))
+            .expect("store");
+    }
+    written.store("kept", b"v", None).expect("store");
+    clock.advance(Duration::from_secs(1));
+
+    let (url, undo) = db
+        .read_only(&table.name)
+        .expect("read-only connections for this database");
+    let _undo = Undo {
+        db,
+        statements: undo,
+    };
+    let config = BackendConfig::new("ro", "sql")
+        .option("url", url)
+        .option("table", &table.name)
+        .clock(Arc::new(clock.clone()));
+    let reader =
+        Arc::new(SqlBackend::open(&config).unwrap_or_else(|error| panic!("open: {error}")));
+    let read = store(&*reader, "c");
+    read.store("new", b"v", None)
+        .expect_err("the reader's connections cannot write");
+
+    let events = Events::default();
+    tracing::subscriber::with_default(events.clone(), || {
+        assert_eq!(
+            read.retrieve("gone")
+                .unwrap_or_else(|error| panic!("an expired entry: {}", full_message(&error))),
+            None,
+            "an expired entry is a miss"
+        );
+    });
+    let logged = events.0.lock().unwrap_or_else(PoisonError::into_inner);
+    assert!(
+        logged.iter().any(|line| line.starts_with("DEBUG")
+            && line.contains("deleting them failed")
+            && line.contains("deleting expired entries from table")
+            && line.contains(&table.name)),
+        "the failed delete is logged at debug level: {logged:#?}"
+    );
+    drop(logged);
+    assert_eq!(
+        read.retrieve_many(&["gone", "kept", "gone too"])
+            .unwrap_or_else(|error| panic!("expired entries: {}", full_message(&error))),
+        vec![None, Some(b"v".to_vec()), None],
+        "expired entries are misses in a batch too"
+    );
+
+    let runtime = kvcache_core::runtime().expect("kvcache's runtime");
+    let space = reader.open("c").expect("open");
+    let awaited = space.async_store();
+    assert_eq!(
+        runtime
+            .block_on(awaited.retrieve("gone"))
+            .unwrap_or_else(|error| panic!("async: {}", full_message(&error))),
+        None,
+        "an expired entry is a miss on the async path"
+    );
+    assert_eq!(
+        runtime
+            .block_on(awaited.retrieve_many(&["gone too", "kept"]))
+            .unwrap_or_else(|error| panic!("async: {}", full_message(&error))),
+        vec![None, Some(b"v".to_vec())]
+    );
+
+    let cache = KvCache::builder(Config::default())
+        .backend("ro", Arc::clone(&reader) as Arc<dyn Backend>)
+        .build()
+        .expect("a cache on the reader");
+    cache
+        .create_container("c", "ro", ContainerOptions::default(), None)
+        .expect("create_container");
+    let container = cache.container::<String>("c").expect("container");
+    assert_eq!(
+        container
+            .peek("gone")
+            .unwrap_or_else(|error| panic!("peek: {}", full_message(&error))),
+        None
+    );
+    let error = container.get("gone too").expect_err("no generator");
+    assert!(
+        error.is_not_found(),
+        "get is a miss: {}",
+        full_message(&error)
+    );
+    let container = cache.async_container::<String>("c").expect("container");
+    runtime.block_on(async {
+        assert_eq!(
+            container
+                .peek("gone")
+                .await
+                .unwrap_or_else(|error| panic!("async peek: {}", full_message(&error))),
+            None
+        );
+        let error = container.get("gone too").await.expect_err("no generator");
+        assert!(
+            error.is_not_found(),
+            "async get is a miss: {}",
+            full_message(&error)
+        );
+    });
+
+    assert_eq!(db.count(&table.name), 3, "the expired rows are still there");
+    writer.purge_expired().expect("purge_expired");
+    assert_eq!(
+        db.count(&table.name),
+        1,
+        "purged by a backend that can write"
     );
 }

@@ -1,0 +1,252 @@
+//! Async containers: the same containers, called from tasks, never blocking their executor.
+
+use std::fmt;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::container::Container;
+use crate::error::Result;
+use crate::generator::Call;
+use crate::lead::Batch;
+use crate::runtime;
+use crate::slot::{Keep, Typed};
+use crate::stats::Stats;
+
+/// A container, for async callers: the methods of [`Container`], as futures that never block
+/// the executor's thread.
+///
+/// Made by [`KvCache::async_container`](crate::KvCache::async_container) or
+/// [`Container::to_async`]; both handles share one state, so a thread and a task that miss the
+/// same key share one generation. Usable from any task of a tokio runtime, multi-thread or
+/// current-thread.
+///
+/// - A backend whose store blocks (file, SQL) runs each call on tokio's blocking pool; an
+///   in-memory one is called inline; an async one (Redis) is awaited.
+/// - On a miss the generation runs in a task of its own, spawned on the caller's runtime: the
+///   caller, and every caller that joins it, await its outcome. A caller whose future is
+///   dropped (a timeout, a client that hung up) leaves the generation to finish, store its value
+///   and hand it to the others: nobody waits on a future that no one polls.
+/// - A synchronous generator runs on the blocking pool, an async one in that task.
+pub struct AsyncContainer<V> {
+    typed: Typed<V>,
+}
+
+impl<V> Clone for AsyncContainer<V> {
+    fn clone(&self) -> Self {
+        AsyncContainer {
+            typed: self.typed.clone(),
+        }
+    }
+}
+
+impl<V: Serialize + DeserializeOwned + Send + 'static> AsyncContainer<V> {
+    pub(crate) fn new(typed: Typed<V>) -> Self {
+        AsyncContainer { typed }
+    }
+
+    /// The container's name.
+    pub fn name(&self) -> &str {
+        self.typed.name()
+    }
+
+    /// How long a stored value lives; `None`: until it is removed or evicted.
+    pub fn expire(&self) -> Option<Duration> {
+        self.typed.expire()
+    }
+
+    /// The counters of this container (shared by every handle to it, of both paths).
+    pub fn stats(&self) -> Stats {
+        self.typed.stats()
+    }
+
+    /// The synchronous handle on the same container.
+    pub fn to_sync(&self) -> Container<V> {
+        Container::new(self.typed.clone())
+    }
+
+    /// The value of `key`: the stored one, or the generator's, which is then stored.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Container::get`]. A generator that panics is
+    /// [`Error::Generator`] for every caller, its first included.
+    pub async fn get(&self, key: &str) -> Result<V> {
+        let landed_before = self.typed.slot.flights.landed();
+        let keep = match self.peek(key).await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => Keep::Yes { landed_before },
+            Err(error) => {
+                self.typed.fail_open(error)?;
+                Keep::No
+            }
+        };
+        let mut values = self.generate(&[key], vec![0], keep).await?;
+        Ok(values.remove(0))
+    }
+
+    /// The values of `keys`, in order, as [`Container::get_many`].
+    ///
+    /// # Errors
+    ///
+    /// Those of [`get`](AsyncContainer::get), for the first key that fails.
+    pub async fn get_many(&self, keys: &[&str]) -> Result<Vec<V>> {
+        let landed_before = self.typed.slot.flights.landed();
+        let found = match self.typed.slot.memory {
+            true => self.typed.slot.sync.retrieve_many(keys),
+            false => self.typed.slot.nonblocking.retrieve_many(keys).await,
+        };
+        let (mut values, keep) = self.typed.looked_up(keys.len(), found, landed_before)?;
+        let missed: Vec<usize> = (0..keys.len()).filter(|&i| values[i].is_none()).collect();
+        if !missed.is_empty() {
+            let generated = self.generate(keys, missed.clone(), keep).await?;
+            for (index, value) in missed.into_iter().zip(generated) {
+                values[index] = Some(value);
+            }
+        }
+        Ok(values.into_iter().flatten().collect())
+    }
+
+    /// The stored value of `key`, never calling the generator.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Container::peek`].
+    pub async fn peek(&self, key: &str) -> Result<Option<V>> {
+        if self.typed.slot.memory {
+            return self.to_sync().peek(key);
+        }
+        let found = self
+            .typed
+            .backend_call(self.typed.slot.nonblocking.retrieve(key).await)?;
+        Ok(self.typed.decode_counted(found.as_deref()))
+    }
+
+    /// Stores `value` under `key` with the container's expiry.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Container::set`].
+    pub async fn set(&self, key: &str, value: &V) -> Result<()> {
+        let bytes = self.typed.encode(key, value)?;
+        let ttl = self.expire();
+        let stored = match self.typed.slot.memory {
+            true => self.typed.slot.sync.store(key, &bytes, ttl),
+            false => self.typed.slot.nonblocking.store(key, &bytes, ttl).await,
+        };
+        self.typed.backend_call(stored)
+    }
+
+    /// Deletes `key`, as [`Container::remove`].
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Container::remove`].
+    pub async fn remove(&self, key: &str) -> Result<()> {
+        let removed = self.typed.slot.nonblocking.invalidate(key).await;
+        self.typed.backend_call(removed)
+    }
+
+    /// Deletes every key of this container, as [`Container::clear`].
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Container::clear`].
+    pub async fn clear(&self) -> Result<()> {
+        let cleared = self.typed.slot.nonblocking.clear().await;
+        self.typed.backend_call(cleared)
+    }
+
+    /// The miss path: joins the flights of `keys[missed]`, hands those this caller leads to a
+    /// task of their own, and awaits every missed key's value in order.
+    async fn generate(&self, keys: &[&str], missed: Vec<usize>, keep: Keep) -> Result<Vec<V>> {
+        let call = self.typed.require_generator(keys[missed[0]])?;
+        let runtime = runtime::current()?;
+        let roles = self.typed.join(keys, missed);
+        let batch = Batch::new(self.typed.clone(), roles.led, keep);
+        if !batch.is_empty() {
+            runtime.spawn(lead(batch, self.typed.clone(), call));
+        }
+        let mut values = Vec::with_capacity(roles.waits.len());
+        for (index, flight) in roles.waits {
+            values.push(self.typed.landed(keys[index], flight.landed().await)?);
+        }
+        Ok(values)
+    }
+}
+
+/// Generates, stores and lands the keys of `batch`, in a task of its own.
+async fn lead<V>(mut batch: Batch<V>, typed: Typed<V>, call: Call<V>)
+where
+    V: Serialize + DeserializeOwned + Send + 'static,
+{
+    let store = &typed.slot.nonblocking;
+    if batch.must_look_again() {
+        let pending = batch.pending();
+        let pending: Vec<&str> = pending.iter().map(String::as_str).collect();
+        batch.looked_again(store.retrieve_many(&pending).await);
+    }
+    let pending = batch.pending();
+    batch.generated(generate(&typed, pending, call).await);
+    if let Some(entries) = batch.to_store() {
+        let ttl = typed.expire();
+        let result = match entries.as_slice() {
+            [(key, bytes)] => store.store(key, bytes, ttl).await,
+            entries => store.store_many(entries, ttl).await,
+        };
+        batch.stored(result);
+    }
+    batch.land();
+}
+
+/// Calls the generator for each of `keys`, all at once: an async one in this task, a
+/// synchronous one on the blocking pool.
+async fn generate<V>(typed: &Typed<V>, keys: Vec<String>, call: Call<V>) -> Vec<Result<V>>
+where
+    V: Serialize + DeserializeOwned + Send + 'static,
+{
+    let failed = |key: &str, source: crate::error::Source| typed.generator_failed(key, source);
+    match call {
+        Call::Async {
+            future: generate, ..
+        } => {
+            let futures: Vec<_> = keys.iter().map(|key| generate(key.clone())).collect();
+            let results = join_all(futures).await;
+            keys.iter()
+                .zip(results)
+                .map(|(key, result)| result.map_err(|source| failed(key, source.into())))
+                .collect()
+        }
+        Call::Sync(generate) => {
+            let owned = keys.clone();
+            let task = tokio::task::spawn_blocking(move || {
+                owned.iter().map(|key| generate(key)).collect::<Vec<_>>()
+            });
+            match task.await {
+                Ok(results) => keys
+                    .iter()
+                    .zip(results)
+                    .map(|(key, result)| result.map_err(|source| failed(key, source.into())))
+                    .collect(),
+                Err(error) => {
+                    let why = if error.is_panic() {
+                        "the generator panicked"
+                    } else {
+                        "the generator's task was cancelled: its runtime shut down"
+                    };
+                    keys.iter()
+                        .map(|key| Err(failed(key, why.into())))
+                        .collect()
+                }
+            }
+        }
+    }
+}
+
+impl<V> fmt::Debug for AsyncContainer<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.typed, f)
+    }
+}

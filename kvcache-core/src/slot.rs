@@ -1,0 +1,341 @@
+//! The state of one container, and the typed work its synchronous and async handles share:
+//! decoding, encoding, counting, and the errors they make.
+
+use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::backend::{AsyncStore, Space, Store};
+use crate::codec::Codec;
+use crate::error::{Error, Result, Source};
+use crate::flight::{Flights, Leader, Outcome, Role};
+use crate::generator::{Call, Generator};
+use crate::options::{ContainerOptions, OnBackendError};
+use crate::stats::{Counters, Event, Stats};
+
+/// The state of one container, shared by the cache and every handle to it.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) name: String,
+    pub(crate) backend_name: String,
+    pub(crate) options: ContainerOptions,
+    /// The backend's space for this container, as synchronous callers use it.
+    pub(crate) sync: Arc<dyn Store>,
+    /// The same, as async callers use it.
+    pub(crate) nonblocking: Arc<dyn AsyncStore>,
+    /// Whether async callers may call `sync` inline: its calls never block.
+    pub(crate) memory: bool,
+    generator: RwLock<Option<Generator>>,
+    pub(crate) flights: Arc<Flights>,
+    pub(crate) counters: Counters,
+}
+
+impl Slot {
+    pub(crate) fn new(
+        name: String,
+        (backend_name, space): (String, Space),
+        options: ContainerOptions,
+        generator: Option<Generator>,
+    ) -> Self {
+        Slot {
+            name,
+            backend_name,
+            options,
+            sync: space.sync_store(),
+            nonblocking: space.async_store(),
+            memory: space.is_memory(),
+            generator: RwLock::new(generator),
+            flights: Arc::default(),
+            counters: Counters::default(),
+        }
+    }
+
+    pub(crate) fn generator(&self) -> Option<Generator> {
+        self.generator
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_generator(&self, generator: Generator) {
+        *self
+            .generator
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(generator);
+    }
+}
+
+/// Whether generated values are stored: not when the backend has just failed and the container
+/// fails open. `Yes` carries the count of landed flights read before the caller's look-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keep {
+    Yes { landed_before: u64 },
+    No,
+}
+
+/// A caller's part in the flights of the keys it missed.
+pub(crate) struct Roles {
+    /// The keys it generates, with their leaders.
+    pub(crate) led: Vec<Leader>,
+    /// Every flight it waits on, by index into its keys: its own and other callers'.
+    pub(crate) waits: Vec<(usize, Arc<crate::flight::Flight>)>,
+}
+
+/// A container's state seen through one value type: what both handles are made of.
+pub(crate) struct Typed<V> {
+    pub(crate) slot: Arc<Slot>,
+    pub(crate) codec: Codec<V>,
+}
+
+impl<V> Clone for Typed<V> {
+    fn clone(&self) -> Self {
+        Typed {
+            slot: Arc::clone(&self.slot),
+            codec: self.codec,
+        }
+    }
+}
+
+impl<V: Serialize + DeserializeOwned + 'static> Typed<V> {
+    /// A view of `slot`, if `V` is its generator's value type.
+    pub(crate) fn new(slot: Arc<Slot>) -> Result<Self> {
+        let typed = Typed {
+            slot,
+            codec: Codec::new(),
+        };
+        typed.generator()?;
+        Ok(typed)
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.slot.name
+    }
+
+    pub(crate) fn expire(&self) -> Option<Duration> {
+        self.slot.options.expire_after()
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        self.slot.counters.snapshot()
+    }
+
+    /// The container's generator, if it has one of value type `V`.
+    pub(crate) fn generator(&self) -> Result<Option<Call<V>>> {
+        let Some(generator) = self.slot.generator() else {
+            return Ok(None);
+        };
+        generator
+            .typed::<V>()
+            .map(Some)
+            .ok_or_else(|| Error::TypeMismatch {
+                container: self.slot.name.clone(),
+                expected: Codec::<V>::type_name(),
+                found: generator.value_type(),
+            })
+    }
+
+    /// The generator a miss on `key` calls, or [`Error::NotFound`].
+    pub(crate) fn require_generator(&self, key: &str) -> Result<Call<V>> {
+        self.generator()?.ok_or_else(|| Error::NotFound {
+            container: self.slot.name.clone(),
+            key: key.to_owned(),
+        })
+    }
+
+    /// Joins the flight of each key `missed` names (indices into `keys`).
+    pub(crate) fn join(&self, keys: &[&str], missed: impl IntoIterator<Item = usize>) -> Roles {
+        let mut roles = Roles {
+            led: Vec::new(),
+            waits: Vec::new(),
+        };
+        for index in missed {
+            let key = keys[index];
+            let this = self.clone();
+            let owned = key.to_owned();
+            let abandoned = move || {
+                this.generator_failed(
+                    &owned,
+                    "the generation was abandoned: the generator panicked, or the runtime running it shut down"
+                        .into(),
+                )
+            };
+            match self.slot.flights.join(key, abandoned) {
+                Role::Leader(leader) => {
+                    roles.waits.push((index, leader.flight()));
+                    roles.led.push(leader);
+                }
+                Role::Waiter(flight) => {
+                    self.slot.counters.count(Event::Wait);
+                    tracing::debug!(container = %self.slot.name, key, "waiting for another caller's generator");
+                    roles.waits.push((index, flight));
+                }
+            }
+        }
+        roles
+    }
+
+    /// Whether a leader must look its keys up again before generating: a flight landed since
+    /// its caller's look-up, which may have stored them.
+    pub(crate) fn look_again(&self, keep: Keep) -> bool {
+        matches!(keep, Keep::Yes { landed_before } if self.slot.flights.landed() != landed_before)
+    }
+
+    /// The value in a flight's outcome, for the caller that waited on it.
+    pub(crate) fn landed(&self, key: &str, outcome: Outcome) -> Result<V> {
+        let bytes = outcome?;
+        self.codec.decode(&bytes).ok_or_else(|| Error::Codec {
+            container: self.slot.name.clone(),
+            key: key.to_owned(),
+            type_name: Codec::<V>::type_name(),
+            source: "the value generated by another caller is of another type".into(),
+        })
+    }
+
+    /// Under [`OnBackendError::Generate`], reports `error` and lets the caller generate;
+    /// otherwise (or with no generator to call) returns it.
+    pub(crate) fn fail_open(&self, error: Error) -> Result<()> {
+        if self.slot.options.backend_error_policy() != OnBackendError::Generate
+            || self.slot.generator().is_none()
+        {
+            return Err(error);
+        }
+        tracing::warn!(
+            container = %self.slot.name,
+            error = &error as &dyn std::error::Error,
+            "the backend failed; returning the generator's value without storing it"
+        );
+        Ok(())
+    }
+
+    /// Counts a generator's failure on `key` and makes its error.
+    pub(crate) fn generator_failed(&self, key: &str, source: Source) -> Error {
+        self.slot.counters.count(Event::GeneratorError);
+        Error::Generator {
+            container: self.slot.name.clone(),
+            key: key.to_owned(),
+            source,
+        }
+    }
+
+    /// Counts a generated value and encodes it.
+    pub(crate) fn generated(&self, key: &str, value: &V) -> Result<Vec<u8>> {
+        self.slot.counters.count(Event::Generation);
+        self.encode(key, value)
+    }
+
+    /// Decodes what a look-up found, and counts it.
+    pub(crate) fn decode_counted(&self, bytes: Option<&[u8]>) -> Option<V> {
+        let value = bytes.and_then(|bytes| self.codec.decode(bytes));
+        self.count_lookup(bytes.is_some(), value.is_some());
+        value
+    }
+
+    /// Counts a look-up that `found` bytes, which `decoded` or not.
+    pub(crate) fn count_lookup(&self, found: bool, decoded: bool) {
+        if decoded {
+            self.slot.counters.count(Event::Hit);
+            tracing::trace!(container = %self.slot.name, "hit");
+            return;
+        }
+        self.slot.counters.count(Event::Miss);
+        if found {
+            self.slot.counters.count(Event::Undecodable);
+            tracing::debug!(
+                container = %self.slot.name,
+                value_type = Codec::<V>::type_name(),
+                "a stored value does not decode as this container's type: a miss"
+            );
+        } else {
+            tracing::trace!(container = %self.slot.name, "miss");
+        }
+    }
+
+    pub(crate) fn encode(&self, key: &str, value: &V) -> Result<Vec<u8>> {
+        self.codec.encode(value).map_err(|source| Error::Codec {
+            container: self.slot.name.clone(),
+            key: key.to_owned(),
+            type_name: Codec::<V>::type_name(),
+            source: source.into(),
+        })
+    }
+
+    /// Counts and reports a backend call's failure.
+    pub(crate) fn backend_call<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(error) = &result {
+            self.slot.counters.count(Event::BackendError);
+            if matches!(
+                error,
+                Error::Unavailable {
+                    retry_in: Some(_),
+                    ..
+                }
+            ) {
+                self.slot.counters.count(Event::FastFailure);
+            }
+            tracing::debug!(
+                container = %self.slot.name,
+                error = error as &dyn std::error::Error,
+                "backend error"
+            );
+        }
+        result
+    }
+
+    /// What a batch look-up of `keys` keys found, decoded and counted, with whether the values
+    /// generated for its misses are to be stored. A failed look-up under `generate` is all
+    /// misses, not to be stored.
+    pub(crate) fn looked_up(
+        &self,
+        keys: usize,
+        found: Result<Vec<Option<Vec<u8>>>>,
+        landed_before: u64,
+    ) -> Result<(Vec<Option<V>>, Keep)> {
+        let found = self
+            .backend_call(found)
+            .and_then(|found| self.check_batch(&found, keys).map(|()| found));
+        match found {
+            Ok(found) => Ok((
+                found
+                    .iter()
+                    .map(|bytes| self.decode_counted(bytes.as_deref()))
+                    .collect(),
+                Keep::Yes { landed_before },
+            )),
+            Err(error) => {
+                self.fail_open(error)?;
+                Ok(((0..keys).map(|_| None).collect(), Keep::No))
+            }
+        }
+    }
+
+    /// Checks that a batch look-up answered one entry per key.
+    pub(crate) fn check_batch<T>(&self, found: &[T], keys: usize) -> Result<()> {
+        if found.len() == keys {
+            return Ok(());
+        }
+        Err(self
+            .backend_call::<()>(Err(Error::backend(
+                self.slot.backend_name.clone(),
+                format!(
+                    "retrieve_many returned {} values for {keys} keys",
+                    found.len()
+                ),
+                "a broken backend",
+            )))
+            .unwrap_err())
+    }
+}
+
+impl<V> fmt::Debug for Typed<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Container")
+            .field("name", &self.slot.name)
+            .field("backend", &self.slot.backend_name)
+            .field("options", &self.slot.options)
+            .field("value_type", &std::any::type_name::<V>())
+            .finish()
+    }
+}

@@ -1,6 +1,0 @@
-#[kvcache::generator("greeting")]
-async fn greeting(name: &str) -> String {
-    format!("Hello {name}!")
-}
-
-fn main() {}
