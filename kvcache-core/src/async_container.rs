@@ -116,7 +116,7 @@ impl<V: Serialize + DeserializeOwned + Send + 'static> AsyncContainer<V> {
     /// Those of [`Container::peek`].
     pub async fn peek(&self, key: &str) -> Result<Option<V>> {
         if self.typed.slot.memory {
-            return self.to_sync().peek(key);
+            return self.typed.peek(key);
         }
         let found = self
             .typed
@@ -145,7 +145,10 @@ impl<V: Serialize + DeserializeOwned + Send + 'static> AsyncContainer<V> {
     ///
     /// Those of [`Container::remove`].
     pub async fn remove(&self, key: &str) -> Result<()> {
-        let removed = self.typed.slot.nonblocking.invalidate(key).await;
+        let removed = match self.typed.slot.memory {
+            true => self.typed.slot.sync.invalidate(key),
+            false => self.typed.slot.nonblocking.invalidate(key).await,
+        };
         self.typed.backend_call(removed)
     }
 
@@ -155,7 +158,10 @@ impl<V: Serialize + DeserializeOwned + Send + 'static> AsyncContainer<V> {
     ///
     /// Those of [`Container::clear`].
     pub async fn clear(&self) -> Result<()> {
-        let cleared = self.typed.slot.nonblocking.clear().await;
+        let cleared = match self.typed.slot.memory {
+            true => self.typed.slot.sync.clear(),
+            false => self.typed.slot.nonblocking.clear().await,
+        };
         self.typed.backend_call(cleared)
     }
 

@@ -139,14 +139,7 @@ impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
     /// [`Error::Backend`](crate::Error::Backend) when the backend fails. A value written by
     /// another type is `None`.
     pub fn peek(&self, key: &str) -> Result<Option<V>> {
-        let mut value = None;
-        let found =
-            self.typed
-                .backend_call(self.typed.slot.sync.retrieve_with(key, &mut |bytes| {
-                    value = self.typed.codec.decode(bytes);
-                }))?;
-        self.typed.count_lookup(found, value.is_some());
-        Ok(value)
+        self.typed.peek(key)
     }
 
     /// Stores `value` under `key` with the container's expiry.

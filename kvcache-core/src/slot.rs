@@ -316,16 +316,26 @@ impl<V: Serialize + DeserializeOwned + 'static> Typed<V> {
         if found.len() == keys {
             return Ok(());
         }
-        Err(self
-            .backend_call::<()>(Err(Error::backend(
-                self.slot.backend_name.clone(),
-                format!(
-                    "retrieve_many returned {} values for {keys} keys",
-                    found.len()
-                ),
-                "a broken backend",
-            )))
-            .unwrap_err())
+        self.backend_call(Err(Error::backend(
+            self.slot.backend_name.clone(),
+            format!(
+                "retrieve_many returned {} values for {keys} keys",
+                found.len()
+            ),
+            "a broken backend",
+        )))
+    }
+
+    /// The stored value of `key`, decoded in place by the synchronous store.
+    pub(crate) fn peek(&self, key: &str) -> Result<Option<V>> {
+        let mut value = None;
+        let found = self.backend_call(
+            self.slot
+                .sync
+                .retrieve_with(key, &mut |bytes| value = self.codec.decode(bytes)),
+        )?;
+        self.count_lookup(found, value.is_some());
+        Ok(value)
     }
 }
 
