@@ -2,19 +2,16 @@
 //! command per call, `MGET` and a pipeline for batches, `SCAN` + `UNLINK` for `clear`.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use kvcache_core::{AsyncStore, Backend, BoxFuture, Error, Result, Space};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisResult};
-use tokio::task::JoinHandle;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, Pipeline, RedisError, RedisResult};
 
 use crate::config::RedisConfig;
 use crate::key::{ContainerKeys, Keys};
+use crate::link::{Link, NoLink};
 
 /// How many keys one `SCAN` step of `clear` asks for.
 const SCAN_COUNT: u32 = 1000;
@@ -47,7 +44,7 @@ struct Shared {
     /// `redis at HOST:PORT` or `redis at unix socket PATH`.
     endpoint: String,
     keys: Keys,
-    connection: ConnectionManager,
+    link: Arc<Link>,
     command_timeout: Duration,
     connect_timeout: Duration,
 }
@@ -105,7 +102,10 @@ enum Request {
 }
 
 impl Request {
-    async fn query<T: FromRedisValue>(&self, connection: &mut ConnectionManager) -> RedisResult<T> {
+    async fn query<T: FromRedisValue>(
+        &self,
+        connection: &mut MultiplexedConnection,
+    ) -> RedisResult<T> {
         match self {
             Request::Command(command) => command.query_async(connection).await,
             Request::Pipeline(pipeline) => pipeline.query_async(connection).await,
@@ -117,6 +117,8 @@ impl Request {
 enum Failure {
     /// No answer within the bound.
     TimedOut,
+    /// No connection within `connect_timeout`, this long.
+    ConnectTimedOut(Duration),
     Redis(RedisError),
     /// The task that ran the call panicked or was cancelled by kvcache's runtime shutting down.
     Lost(String),
@@ -141,27 +143,22 @@ impl RedisBackend {
         let fail = |doing: &str, bound: Duration, failure: Failure| {
             failure.into_error(&config.name, &endpoint, bound, doing)
         };
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.command_timeout))
-            // One connect per attempt: a call that finds the connection down retries once, within
-            // its own bound (see `call`), instead of waiting out redis-rs's backoff.
-            .set_number_of_retries(0);
         let (connect_timeout, command_timeout) = (config.connect_timeout, config.command_timeout);
-        // Connect and PING once now, on kvcache's runtime (where the connection's driver task then
-        // lives), so that a wrong address or a wrong or missing password fails here, not at first
-        // use.
+        let link = Arc::new(Link::new(
+            client,
+            connect_timeout,
+            AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(connect_timeout))
+                .set_response_timeout(Some(command_timeout)),
+        ));
+        // Connect and PING once now, so that a wrong address or a wrong or missing password
+        // fails here, not at first use.
+        let first = Arc::clone(&link);
         let connect = async move {
-            let connection = tokio::time::timeout(
-                connect_timeout,
-                ConnectionManager::new_with_config(client, manager_config),
-            )
-            .await;
-            let mut connection = match connection {
+            let connected = tokio::time::timeout(connect_timeout, first.get()).await;
+            let (_, mut connection) = match connected {
                 Ok(Ok(connection)) => connection,
-                Ok(Err(error)) => {
-                    return Err(("connecting", connect_timeout, Failure::Redis(error)));
-                }
+                Ok(Err(no_link)) => return Err(("connecting", connect_timeout, no_link.into())),
                 Err(_) => return Err(("connecting", connect_timeout, Failure::TimedOut)),
             };
             let ping = tokio::time::timeout(
@@ -170,14 +167,14 @@ impl RedisBackend {
             )
             .await;
             match ping {
-                Ok(Ok(())) => Ok(connection),
+                Ok(Ok(())) => Ok(()),
                 Ok(Err(error)) => Err(("sending PING", command_timeout, Failure::Redis(error))),
                 Err(_) => Err(("sending PING", command_timeout, Failure::TimedOut)),
             }
         };
         // Opened from kvcache's own runtime (in an async generator driven for a synchronous
         // caller), this is the core's clear error rather than a wait for itself.
-        let connection = kvcache_core::block_on(connect)?
+        kvcache_core::block_on(connect)?
             .ok_or_else(|| {
                 fail(
                     "connecting",
@@ -191,28 +188,11 @@ impl RedisBackend {
                 name: config.name.clone(),
                 endpoint,
                 keys: Keys::new(&config.prefix),
-                connection,
+                link,
                 command_timeout,
                 connect_timeout,
             }),
         })
-    }
-}
-
-/// A task of kvcache's runtime, aborted when the caller stops waiting for it.
-struct Spawned<T>(JoinHandle<T>);
-
-impl<T> Future for Spawned<T> {
-    type Output = std::result::Result<T, tokio::task::JoinError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx)
-    }
-}
-
-impl<T> Drop for Spawned<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -244,29 +224,35 @@ impl Shared {
     where
         T: FromRedisValue + Send + 'static,
     {
-        let bound = self.command_timeout;
-        let mut connection = self.connection.clone();
-        let attempt = async move {
-            let run = async {
-                match request.query(&mut connection).await {
-                    Err(error) if error.is_io_error() => request.query(&mut connection).await,
-                    other => other,
+        let run = async {
+            let (made, mut connection) = self.link.get().await?;
+            match request.query(&mut connection).await {
+                // The server dropped the connection (it restarted): once more, on a new one. A
+                // timeout is no drop: the connection stays, and the call ends at its bound.
+                Err(error)
+                    if !error.is_timeout()
+                        && (error.is_io_error() || error.is_connection_dropped()) =>
+                {
+                    self.link.forget(made);
+                    let (_, mut connection) = self.link.get().await?;
+                    request.query(&mut connection).await.map_err(Failure::Redis)
                 }
-            };
-            match tokio::time::timeout(bound, run).await {
-                Ok(Ok(value)) => Ok(value),
-                Ok(Err(error)) => Err(Failure::Redis(error)),
-                Err(_) => Err(Failure::TimedOut),
+                other => other.map_err(Failure::Redis),
             }
         };
-        if kvcache_core::on_kvcache_runtime() {
-            return attempt.await;
+        match tokio::time::timeout(self.command_timeout, run).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(Failure::TimedOut),
         }
-        match kvcache_core::runtime() {
-            Ok(runtime) => Spawned(runtime.spawn(attempt))
-                .await
-                .unwrap_or_else(|error| Err(Failure::Lost(error.to_string()))),
-            Err(error) => Err(Failure::Lost(error.to_string())),
+    }
+}
+
+impl From<NoLink> for Failure {
+    fn from(no_link: NoLink) -> Self {
+        match no_link {
+            NoLink::Redis(error) => Failure::Redis(error),
+            NoLink::TimedOut(bound) => Failure::ConnectTimedOut(bound),
+            NoLink::Lost(why) => Failure::Lost(why),
         }
     }
 }
@@ -286,6 +272,14 @@ impl Failure {
                 name,
                 no_answer(),
                 format!("the call was cut after {}", ms(bound)),
+            ),
+            Failure::ConnectTimedOut(connect) => Error::unavailable(
+                name,
+                format!(
+                    "cannot connect to {endpoint} within {} (connect_timeout) while {doing}",
+                    ms(connect)
+                ),
+                format!("the connect was cut after {}", ms(connect)),
             ),
             Failure::Lost(why) => Error::backend(name, format!("{doing} on {endpoint}"), why),
             Failure::Redis(error) if error.is_timeout() => {

@@ -1,7 +1,7 @@
 //! The Redis backend of kvcache: `backend.NAME = redis`.
 //!
 //! The instances of a service share one cache in a Redis server (4.0 or later, or Valkey). The
-//! backend is native async: one multiplexed connection (redis-rs's `ConnectionManager`) serves
+//! backend is native async: one multiplexed connection (redis-rs's `MultiplexedConnection`, replaced when the server drops it) serves
 //! every container, on both of kvcache's paths. Async callers await their commands; synchronous
 //! callers wait while kvcache's own runtime ([`kvcache_core::runtime`]) drives them.
 //!
@@ -131,6 +131,7 @@
 mod backend;
 mod config;
 mod key;
+mod link;
 
 pub use backend::RedisBackend;
 pub use config::RedisConfig;
