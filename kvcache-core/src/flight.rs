@@ -62,24 +62,25 @@ impl Flights {
         self.landed.load(Ordering::Acquire)
     }
 
-    /// Joins the flight for `key`, or starts one. `abandoned` makes the error waiters get if
-    /// the leader is dropped without landing.
-    pub(crate) fn join(
-        self: &Arc<Self>,
-        key: &str,
-        abandoned: impl FnOnce() -> Error + Send + 'static,
-    ) -> Role {
+    /// Joins the flight for `key`, or starts one. A caller that leads calls `abandoned` for
+    /// what makes the error its waiters get if it is dropped without landing; a waiter pays
+    /// nothing for it.
+    pub(crate) fn join<A>(self: &Arc<Self>, key: &str, abandoned: impl FnOnce() -> A) -> Role
+    where
+        A: FnOnce() -> Error + Send + 'static,
+    {
         let mut by_key = lock(&self.by_key);
         if let Some(flight) = by_key.get(key) {
             return Role::Waiter(Arc::clone(flight));
         }
         let flight = Arc::new(Flight::default());
         by_key.insert(key.to_owned(), Arc::clone(&flight));
+        drop(by_key);
         Role::Leader(Leader {
             flights: Arc::clone(self),
             key: key.to_owned(),
             flight,
-            abandoned: Some(Box::new(abandoned)),
+            abandoned: Some(Box::new(abandoned())),
         })
     }
 }
@@ -173,8 +174,8 @@ mod tests {
     use super::{Flights, Role, lock};
     use crate::error::Error;
 
-    fn abandoned() -> Error {
-        Error::config("test", "abandoned")
+    fn abandoned() -> fn() -> Error {
+        || Error::config("test", "abandoned")
     }
 
     /// A caller read the count and missed before the leader stored its value, and joins between

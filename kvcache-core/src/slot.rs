@@ -153,14 +153,15 @@ impl<V: Serialize + DeserializeOwned + 'static> Typed<V> {
         };
         for index in missed {
             let key = keys[index];
-            let this = self.clone();
-            let owned = key.to_owned();
-            let abandoned = move || {
-                this.generator_failed(
-                    &owned,
-                    "the generation was abandoned: the generator panicked, or the runtime running it shut down"
-                        .into(),
-                )
+            let abandoned = || {
+                let (this, owned) = (self.clone(), key.to_owned());
+                move || {
+                    this.generator_failed(
+                        &owned,
+                        "the generation was abandoned: the generator panicked, or the runtime running it shut down"
+                            .into(),
+                    )
+                }
             };
             match self.slot.flights.join(key, abandoned) {
                 Role::Leader(leader) => {
