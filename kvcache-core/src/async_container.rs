@@ -83,7 +83,9 @@ impl<V: Serialize + DeserializeOwned + Send + 'static> AsyncContainer<V> {
                 Keep::No
             }
         };
-        let mut values = self.generate(&[key], vec![0], keep).await?;
+        // The miss path's future is boxed: it is large, and every `get` future would otherwise
+        // carry it, hits included (10,000 tasks in a stampede move it several times each).
+        let mut values = Box::pin(self.generate(&[key], vec![0], keep)).await?;
         Ok(values.remove(0))
     }
 
@@ -101,7 +103,7 @@ impl<V: Serialize + DeserializeOwned + Send + 'static> AsyncContainer<V> {
         let (mut values, keep) = self.typed.looked_up(keys.len(), found, landed_before)?;
         let missed: Vec<usize> = (0..keys.len()).filter(|&i| values[i].is_none()).collect();
         if !missed.is_empty() {
-            let generated = self.generate(keys, missed.clone(), keep).await?;
+            let generated = Box::pin(self.generate(keys, missed.clone(), keep)).await?;
             for (index, value) in missed.into_iter().zip(generated) {
                 values[index] = Some(value);
             }
