@@ -340,50 +340,6 @@ fn get_many_stores_its_misses_in_one_batch_on_both_paths() {
 }
 
 #[test]
-fn the_executor_keeps_ticking_while_blocking_calls_run() {
-    // Every store call blocks its thread for 200 ms; on a current-thread runtime, a ticker task
-    // must keep ticking every 10 ms while ten gets run.
-    let backend = Arc::new(Counting::blocking_for(Duration::from_millis(200)));
-    let config = Config::from_pairs([("container.c.backend", "slow")]).unwrap();
-    let cache = KvCache::builder(config)
-        .backend("slow", Arc::clone(&backend) as Arc<dyn Backend>)
-        .build()
-        .unwrap();
-    cache
-        .register_generator("c", |key: &str| format!("value of {key}"))
-        .unwrap();
-    let container = cache.async_container::<String>("c").unwrap();
-    let mut largest_gap = Duration::ZERO;
-    run(&current_thread(), async {
-        let ticker = tokio::spawn(async {
-            let mut largest = Duration::ZERO;
-            let mut last = Instant::now();
-            for _ in 0..60 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                largest = largest.max(last.elapsed());
-                last = Instant::now();
-            }
-            largest
-        });
-        let gets: Vec<_> = (0..10)
-            .map(|i| {
-                let container = container.clone();
-                tokio::spawn(async move { container.get(&format!("k{i}")).await })
-            })
-            .collect();
-        for (i, get) in gets.into_iter().enumerate() {
-            assert_eq!(get.await.unwrap().unwrap(), format!("value of k{i}"));
-        }
-        largest_gap = ticker.await.unwrap();
-    });
-    assert!(
-        largest_gap < Duration::from_millis(50),
-        "the ticker waited {largest_gap:?} between ticks: a blocking call ran on the executor"
-    );
-    assert_eq!(backend.calls.retrieves.load(Ordering::SeqCst), 10);
-}
-
-#[test]
 fn fail_open_serves_the_generator_on_the_async_path() {
     let flaky = Arc::new(Flaky::default());
     let config = Config::from_pairs([
