@@ -11,7 +11,7 @@ use diesel::{Connection, RunQueryDsl};
 use kvcache_core::{Backend, BackendConfig, Clock, Error, Result, Space, Store, expires_at};
 
 use crate::config::SqlConfig;
-use crate::pool::{Failure, Pool, with_connection};
+use crate::pool::{Call, Failure, Pool, with_connection};
 use crate::query::Statement;
 use crate::sql::{
     BATCH, COLUMNS, Container, Entry, EntrySql, Hash, Hashed, Statements, hash, upsert_chunks,
@@ -22,8 +22,10 @@ use crate::sql::{
 ///
 /// Connections come from a pool of `pool_size`. A statement that finds its connection dead runs
 /// again on another, so a database that went away and came back is used again without
-/// rebuilding the backend. Calls made while it is away fail with an [`Error::Backend`] within
-/// `connect_timeout`.
+/// rebuilding the backend. Every call takes at most `statement_timeout` in all; one that cannot
+/// reach the database within it (refused, lost, no answer, or a lock held by another session
+/// all that time) fails with an [`Error::Unavailable`], which opens the backend's circuit
+/// breaker; a statement the database refuses fails with an [`Error::Backend`].
 ///
 /// [`Backend::open`] gives each container a blocking store ([`Space::Blocking`]) on the shared
 /// pool, with the SHA-256 of the container's name computed once, there: the core runs its calls
@@ -53,9 +55,9 @@ impl SqlBackend {
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] naming the option that is wrong, or whose database's feature
-    /// is off; [`Error::Backend`] naming the host, port and database when no connection opens
-    /// within `connect_timeout`, or naming the table when it exists with other columns (it is
-    /// left as it is) or cannot be created.
+    /// is off; [`Error::Unavailable`] naming the host, port and database when no connection
+    /// opens within `connect_timeout`; [`Error::Backend`] naming the table when it exists with
+    /// other columns (it is left as it is) or cannot be created.
     pub fn open(config: &BackendConfig) -> Result<Self> {
         let sql_config = SqlConfig::read(config)?;
         let pool = Pool::connect(config.name(), &sql_config)?;
@@ -77,7 +79,7 @@ impl Db {
         let mut columns = self.columns()?;
         if columns.is_empty() {
             let create = self.statements.create();
-            let created = with_connection!(self.pool, |conn| create
+            let created = with_connection!(self.pool, self.call(), |conn| create
                 .iter()
                 .try_for_each(|statement| conn.batch_execute(statement)))
             .map_err(self.failed("creating"));
@@ -113,13 +115,18 @@ impl Db {
     /// The table's column names; none when it does not exist.
     fn columns(&self) -> Result<Vec<String>> {
         let columns = self.statements.columns();
-        with_connection!(self.pool, |conn| columns.load(conn))
+        with_connection!(self.pool, self.call(), |conn| columns.load(conn))
             .map_err(self.failed("reading the columns of"))
     }
 
     /// Turns a failure into an error saying that it happened `doing` something to the table.
     fn failed<'a>(&'a self, doing: &'a str) -> impl FnOnce(Failure) -> Error + 'a {
         move |failure| failure.into_error(&self.name, &self.config, doing)
+    }
+
+    /// A call starting now, bounded by `statement_timeout`.
+    fn call(&self) -> Call {
+        Call::new(self.config.statement_timeout)
     }
 
     fn now(&self) -> i64 {
@@ -137,17 +144,18 @@ impl Db {
 
 impl SqlStore {
     /// The live entries that `select` finds, by key; deletes the expired ones it finds in one
-    /// more statement.
+    /// more statement, within the same `call`.
     ///
     /// Expired entries are misses whether or not that delete works, so its failure (a read-only
     /// database or role, a lock held past the timeout) does not fail the read: it is logged at
     /// debug level, and [`purge_expired`](Backend::purge_expired) deletes them later.
     fn look_up<const KEY: u8>(
         &self,
+        call: Call,
         select: Statement<'_, KEY, EntrySql>,
     ) -> Result<HashMap<Vec<u8>, Vec<u8>>> {
         let db = &*self.db;
-        let rows: Vec<Entry> = with_connection!(db.pool, |conn| select.load(conn))
+        let rows: Vec<Entry> = with_connection!(db.pool, call, |conn| select.load(conn))
             .map_err(db.failed("reading from"))?;
         let now = db.now();
         let mut live = HashMap::with_capacity(rows.len());
@@ -164,7 +172,7 @@ impl SqlStore {
                 .statements
                 .delete_expired(&self.container.hash, now, &expired);
             let deleted: Result<usize, Failure> =
-                with_connection!(db.pool, |conn| delete.execute(conn));
+                with_connection!(db.pool, call, |conn| delete.execute(conn));
             if let Err(failure) = deleted {
                 let error =
                     failure.into_error(&db.name, &db.config, "deleting expired entries from");
@@ -193,7 +201,7 @@ impl Backend for SqlBackend {
     fn purge_expired(&self) -> Result<()> {
         let db = &*self.db;
         let purge = db.statements.purge(db.now());
-        with_connection!(db.pool, |conn| purge.execute(conn))
+        with_connection!(db.pool, db.call(), |conn| purge.execute(conn))
             .map_err(db.failed("purging expired entries from"))?;
         Ok(())
     }
@@ -206,7 +214,7 @@ impl Store for SqlStore {
         let upsert = db
             .statements
             .upsert(&self.container, &key, value, db.expires(ttl));
-        with_connection!(db.pool, |conn| upsert.execute(conn))
+        with_connection!(db.pool, db.call(), |conn| upsert.execute(conn))
             .map_err(db.failed("storing into"))?;
         Ok(())
     }
@@ -214,14 +222,14 @@ impl Store for SqlStore {
     fn retrieve(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let key_hash = hash(key.as_bytes());
         let select = self.db.statements.select_one(&self.container, &key_hash);
-        Ok(self.look_up(select)?.remove(key.as_bytes()))
+        Ok(self.look_up(self.db.call(), select)?.remove(key.as_bytes()))
     }
 
     fn invalidate(&self, key: &str) -> Result<()> {
         let db = &*self.db;
         let key = Hashed::new(key);
         let delete = db.statements.delete(&self.container, &key);
-        with_connection!(db.pool, |conn| delete.execute(conn))
+        with_connection!(db.pool, db.call(), |conn| delete.execute(conn))
             .map_err(db.failed("deleting from"))?;
         Ok(())
     }
@@ -229,18 +237,19 @@ impl Store for SqlStore {
     fn clear(&self) -> Result<()> {
         let db = &*self.db;
         let clear = db.statements.clear(&self.container);
-        with_connection!(db.pool, |conn| clear.execute(conn))
+        with_connection!(db.pool, db.call(), |conn| clear.execute(conn))
             .map_err(db.failed("clearing a container in"))?;
         Ok(())
     }
 
     /// Looks up to 512 keys up in one statement; deletes the expired entries it finds in one more.
     fn retrieve_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        let call = self.db.call();
         let mut found = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(BATCH) {
             let hashes: Vec<Hash> = chunk.iter().map(|key| hash(key.as_bytes())).collect();
             let select = self.db.statements.select(&self.container, &hashes);
-            let live = self.look_up(select)?;
+            let live = self.look_up(call, select)?;
             found.extend(chunk.iter().map(|key| live.get(key.as_bytes()).cloned()));
         }
         Ok(found)
@@ -280,7 +289,7 @@ impl Store for SqlStore {
                 db.statements.upsert_many(&self.container, chunk, expires)
             })
             .collect();
-        with_connection!(db.pool, |conn| match &upserts[..] {
+        with_connection!(db.pool, db.call(), |conn| match &upserts[..] {
             [] => Ok(()),
             [upsert] => upsert.execute(conn).map(drop),
             all => conn.transaction(|conn| {
@@ -302,6 +311,7 @@ impl fmt::Debug for SqlBackend {
             .field("table", &db.config.table)
             .field("pool_size", &db.config.pool_size)
             .field("connect_timeout", &db.config.connect_timeout)
+            .field("statement_timeout", &db.config.statement_timeout)
             .finish_non_exhaustive()
     }
 }

@@ -12,6 +12,10 @@ pub(crate) const DEFAULT_TABLE: &str = "kvcache";
 const DEFAULT_POOL_SIZE: u32 = 10;
 /// How long connecting may take when `connect_timeout` is not set.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a call may take when `statement_timeout` is not set.
+const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest timeout accepted: longer ones are configuration mistakes.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// The longest table name: with `_expires_at` appended it still fits PostgreSQL's 63 bytes.
 const MAX_TABLE_LEN: usize = 48;
 
@@ -23,6 +27,9 @@ pub(crate) struct SqlConfig {
     pub(crate) url: DatabaseUrl,
     pub(crate) pool_size: u32,
     pub(crate) connect_timeout: Duration,
+    /// How long one call may take in all: waiting for a connection, its statements, and the
+    /// server's waits for locks.
+    pub(crate) statement_timeout: Duration,
     pub(crate) table: String,
 }
 
@@ -50,15 +57,21 @@ impl SqlConfig {
                 "expected at least 1 connection",
             ));
         }
-        let connect_timeout = config
-            .duration("connect_timeout")?
-            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-        if connect_timeout.is_zero() {
-            return Err(Error::config(
-                config.key("connect_timeout"),
-                "expected a positive interval, such as `5s`",
-            ));
-        }
+        let timeout = |option: &str, default: Duration| {
+            let timeout = config.duration(option)?.unwrap_or(default);
+            if timeout.is_zero() || timeout > MAX_TIMEOUT {
+                return Err(Error::config(
+                    config.key(option),
+                    format!(
+                        "expected a positive interval of at most a day, such as `5s`; \
+                         got {timeout:?}"
+                    ),
+                ));
+            }
+            Ok(timeout)
+        };
+        let connect_timeout = timeout("connect_timeout", DEFAULT_CONNECT_TIMEOUT)?;
+        let statement_timeout = timeout("statement_timeout", DEFAULT_STATEMENT_TIMEOUT)?;
         let table = config.get("table").unwrap_or(DEFAULT_TABLE).trim();
         if !is_table_name(table) {
             return Err(Error::config(
@@ -74,6 +87,7 @@ impl SqlConfig {
             url,
             pool_size,
             connect_timeout,
+            statement_timeout,
             table: table.to_owned(),
         })
     }
@@ -110,6 +124,7 @@ mod tests {
         assert_eq!(config.url_key, "backend.db.url");
         assert_eq!(config.pool_size, 10);
         assert_eq!(config.connect_timeout, Duration::from_secs(5));
+        assert_eq!(config.statement_timeout, Duration::from_secs(5));
         assert_eq!(config.table, "kvcache");
     }
 
@@ -119,6 +134,7 @@ mod tests {
             ("sqlalchemy.url", "postgresql://postgres@127.0.0.1/test"),
             ("pool_size", "3"),
             ("connect_timeout", "1500 milliseconds"),
+            ("statement_timeout", "250ms"),
             ("table", "Cache_2"),
         ])
         .unwrap();
@@ -129,6 +145,7 @@ mod tests {
         );
         assert_eq!(config.pool_size, 3);
         assert_eq!(config.connect_timeout, Duration::from_millis(1500));
+        assert_eq!(config.statement_timeout, Duration::from_millis(250));
         assert_eq!(config.table, "Cache_2");
     }
 
@@ -154,6 +171,13 @@ mod tests {
         assert!(
             error(&[url, ("connect_timeout", "soon")]).starts_with("backend.db.connect_timeout: ")
         );
+        for bad in ["0", "0ms", "2 days", "later"] {
+            let message = error(&[url, ("statement_timeout", bad)]);
+            assert!(
+                message.starts_with("backend.db.statement_timeout: "),
+                "{bad}: {message}"
+            );
+        }
         for table in [
             "",
             "1st",

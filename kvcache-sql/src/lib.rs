@@ -31,7 +31,8 @@
 //! | `url` | `postgres://` or `postgresql://`, `mysql://` or `mariadb://`, or `sqlite://PATH` with the path as written: `sqlite://kv.sqlite3` is relative to the working directory, `sqlite:///var/cache/kv.sqlite3` absolute | required, or `sqlalchemy.url` |
 //! | `sqlalchemy.url` | instead of `url`, as an original configuration writes it, by SQLAlchemy's rules: `sqlite:///kv.sqlite3` is relative, `sqlite:////var/cache/kv.sqlite3` absolute, and a driver may follow the scheme (`postgresql+psycopg2://`, `mysql+pymysql://`) | |
 //! | `pool_size` | the most connections held open | `10` |
-//! | `connect_timeout` | how long connecting, or waiting for a free connection, may take; on SQLite also for another writer's lock | `5s` |
+//! | `connect_timeout` | how long opening a connection may take (PostgreSQL rounds it up to whole seconds, and to at least 2), and opening the backend waits for its first | `5s` |
+//! | `statement_timeout` | how long one call may take in all: waiting for a free connection, its statements, and the database's waits for locks held by other sessions; see [below](#every-call-is-bounded) | `5s` |
 //! | `table` | the table's name: ASCII letters, digits and `_` | `kvcache` |
 //!
 //! Each database needs its cargo feature: `postgres`, `mysql` or `sqlite` here, `sql-postgres`,
@@ -43,7 +44,7 @@
 //! in one transaction): each connection prepares each statement once, and is not checked before
 //! use. A statement that finds its connection dead (the server restarted) runs again on another,
 //! up to a new one, so a database that went away and came back is used again without
-//! rebuilding the cache; calls made while it is away fail within `connect_timeout`.
+//! rebuilding the cache; calls made while it is away fail within `statement_timeout`.
 //!
 //! An expired entry that cannot be deleted when read (a read-only database or role) is a miss
 //! all the same: the failure is logged at debug level through `tracing`, and
@@ -54,6 +55,47 @@
 //! | PostgreSQL | `BYTEA` | `BIGINT` | `ON CONFLICT ... DO UPDATE` |
 //! | MySQL, MariaDB | `LONGBLOB` | `BIGINT` | `ON DUPLICATE KEY UPDATE` |
 //! | SQLite | `BLOB` | `INTEGER` | `ON CONFLICT ... DO UPDATE` |
+//!
+//! # Every call is bounded
+//!
+//! A call (`store`, `retrieve`, a batch, `purge_expired`...) has `statement_timeout` from its
+//! start for everything it does: waiting for a connection, each statement, and each retry on
+//! another connection. Each new connection is told the bound, so that the database itself gives
+//! up on a statement that waits for a lock (a `LOCK TABLE` of another session, a row another
+//! transaction holds) or runs for that long, and says so:
+//!
+//! | database | set on each connection |
+//! |---|---|
+//! | PostgreSQL | `statement_timeout` and `lock_timeout`; and libpq's `tcp_user_timeout`, unless the URL sets it |
+//! | MariaDB | `max_statement_time` (every statement), and `lock_wait_timeout` and `innodb_lock_wait_timeout` in whole seconds, rounded up |
+//! | MySQL | `max_execution_time` (reads only), and `lock_wait_timeout` and `innodb_lock_wait_timeout` in whole seconds, rounded up |
+//! | SQLite | `busy_timeout`: how long a writer waits for another writer's lock |
+//!
+//! A server that stops answering altogether (frozen, or its host unreachable) cannot say so,
+//! and neither libpq nor the MariaDB client library, as diesel drives them, bounds the wait for
+//! an answer (TCP keepalives and `tcp_user_timeout` do not help while the server's kernel still
+//! acknowledges). So a watchdog thread per backend cuts the connection of a statement still
+//! waiting 50 ms after its call's deadline: it shuts down the connection's socket, which the
+//! backend finds when it opens the connection (the one socket of the process with the endpoints
+//! the server reports), and the driver returns at once. A statement cut that way may still be
+//! carried out if the server resumes: its text had reached the server. The watchdog needs Linux
+//! and a TCP connection that the server sees directly, and, on MySQL and MariaDB, a process list
+//! that shows the client's port (a server run with `--skip-grant-tables` shows none): over a
+//! Unix socket, or through a proxy or NAT, calls are bounded by the database's own timeouts
+//! only. Opening a connection is bounded by `connect_timeout` on PostgreSQL; on MySQL and
+//! MariaDB the client library gives no bound; either way a call waits for a connection no
+//! longer than its own bound, and after an outage the pool tries again at least every half
+//! bound.
+//!
+//! A call that cannot reach the database within its bound (refused, lost, no connection, no
+//! answer, or a lock waited for all that time) fails with
+//! [`Error::Unavailable`](kvcache_core::Error::Unavailable), naming the backend, the database's
+//! host, port and name, what the call was doing and the bound: "no answer from PostgreSQL at
+//! 127.0.0.1:5433, database "test" within 500 ms while reading from table "kvcache"". It opens
+//! the backend's circuit breaker (`backend.NAME.outage_backoff`), and a container with
+//! `on_backend_error = generate` serves its generator's value. A statement the database refuses
+//! (a syntax error, a constraint, a read-only transaction) fails with
+//! [`Error::Backend`](kvcache_core::Error::Backend).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // With no database compiled in, `SqlBackend::open` can only return the error naming the feature
@@ -67,8 +109,10 @@ mod backend;
 mod config;
 mod pool;
 mod query;
+mod socket;
 mod sql;
 mod url;
+mod watchdog;
 
 pub use backend::SqlBackend;
 
@@ -91,6 +135,7 @@ kvcache_core::register_backend!(
             "sqlalchemy.url",
             "pool_size",
             "connect_timeout",
+            "statement_timeout",
             "table"
         ])
 );

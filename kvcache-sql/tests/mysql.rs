@@ -4,6 +4,7 @@
 mod common;
 mod mariadb_server;
 
+use std::any::Any;
 use std::net::TcpListener;
 
 use diesel::connection::SimpleConnection;
@@ -55,6 +56,15 @@ impl Db for Mysql {
 
     fn quote(&self, table: &str) -> String {
         format!("`{table}`")
+    }
+
+    /// `LOCK TABLES ... WRITE`: no other session reads or writes the table.
+    fn lock(&self, table: &str) -> Box<dyn Any> {
+        let mut connection = self.connect().expect("connect");
+        connection
+            .batch_execute(&format!("LOCK TABLES {} WRITE", self.quote(table)))
+            .expect("lock the table");
+        Box::new(connection)
     }
 
     /// The same URL as a new user, without a password, granted `SELECT` on `table` only.
@@ -154,6 +164,22 @@ fn a_silent_server_is_an_error_within_connect_timeout() {
     let port = listener.local_addr().expect("its address").port();
     let url = format!("mariadb://kvuser:s3cret-pw@127.0.0.1:{port}/cachedb");
     common::unreachable(&url, port, "cachedb", "s3cret-pw");
+}
+
+#[test]
+fn a_table_lock_held_by_another_session_bounds_every_call() {
+    let Some(db) = Mysql::from_env() else { return };
+    let authority = db.url.split_once('@').map_or("", |(_, rest)| rest);
+    let host_port = authority.split('/').next().unwrap_or(authority);
+    common::a_held_lock_bounds_calls(&db, &format!("MySQL at {host_port}"), true);
+}
+
+#[test]
+fn a_frozen_server_bounds_every_call() {
+    let Some(server) = mariadb_server::Server::start() else {
+        return;
+    };
+    common::a_frozen_server_bounds_calls(&server.url(), server.port, || server.freeze());
 }
 
 #[test]

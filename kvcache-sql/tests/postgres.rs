@@ -4,6 +4,7 @@
 mod cluster;
 mod common;
 
+use std::any::Any;
 use std::net::TcpListener;
 use std::sync::{Mutex, PoisonError};
 
@@ -58,6 +59,19 @@ impl Db for Postgres {
 
     fn quote(&self, table: &str) -> String {
         format!("\"{table}\"")
+    }
+
+    /// `LOCK TABLE ... IN ACCESS EXCLUSIVE MODE` in a transaction left open: no other session
+    /// reads or writes the table.
+    fn lock(&self, table: &str) -> Box<dyn Any> {
+        let mut connection = self.connect().expect("connect");
+        connection
+            .batch_execute(&format!(
+                "BEGIN; LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+                self.quote(table)
+            ))
+            .expect("lock the table");
+        Box::new(connection)
     }
 
     /// The same URL, with libpq's `options` making every transaction of its connections
@@ -226,6 +240,24 @@ fn the_password_is_not_in_debug_output() {
         debug.contains("PostgreSQL at") && !debug.contains("s3cret"),
         "{debug}"
     );
+}
+
+#[test]
+fn a_table_lock_held_by_another_session_bounds_every_call() {
+    let Some(db) = Postgres::from_env() else {
+        return;
+    };
+    let authority = db.url.split_once('@').map_or("", |(_, rest)| rest);
+    let host_port = authority.split('/').next().unwrap_or(authority);
+    common::a_held_lock_bounds_calls(&db, &format!("PostgreSQL at {host_port}"), true);
+}
+
+#[test]
+fn a_frozen_server_bounds_every_call() {
+    let Some(cluster) = cluster::Cluster::start() else {
+        return;
+    };
+    common::a_frozen_server_bounds_calls(&cluster.url(), cluster.port, || cluster.freeze());
 }
 
 #[test]

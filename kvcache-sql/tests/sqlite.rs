@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::any::Any;
 use std::path::PathBuf;
 
 use diesel::connection::SimpleConnection;
@@ -61,6 +62,16 @@ impl Db for Sqlite {
     fn quote(&self, table: &str) -> String {
         format!("\"{table}\"")
     }
+
+    /// `BEGIN EXCLUSIVE`: no other connection writes the file (readers go on: it is in WAL
+    /// mode).
+    fn lock(&self, _table: &str) -> Box<dyn Any> {
+        let mut connection = self.connect().expect("connect");
+        connection
+            .batch_execute("BEGIN EXCLUSIVE")
+            .expect("lock the database");
+        Box::new(connection)
+    }
 }
 
 #[test]
@@ -101,6 +112,13 @@ fn threads_storing_batches() {
 #[test]
 fn threads_on_overlapping_keys() {
     common::threads_on_overlapping_keys(&Sqlite::new());
+}
+
+#[test]
+fn another_writers_lock_bounds_every_write() {
+    let db = Sqlite::new();
+    let place = format!("SQLite file {:?}", db.path.display().to_string());
+    common::a_held_lock_bounds_calls(&db, &place, false);
 }
 
 #[test]

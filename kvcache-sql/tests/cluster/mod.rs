@@ -67,6 +67,20 @@ impl Cluster {
         run(&mut self.stop_command());
     }
 
+    /// Stops the server's processes with `SIGSTOP`, the postmaster first, until the guard is
+    /// dropped: its connections stay open, and nothing answers on them.
+    pub(crate) fn freeze(&self) -> crate::common::Frozen {
+        let pid = std::fs::read_to_string(self.data().join("postmaster.pid"))
+            .expect("postmaster.pid")
+            .lines()
+            .next()
+            .and_then(|line| line.trim().parse::<u32>().ok())
+            .expect("the postmaster's pid");
+        let mut pids = vec![pid];
+        pids.extend(children(pid));
+        crate::common::Frozen::new(pids)
+    }
+
     fn stop_command(&self) -> Command {
         let mut command = self.command("pg_ctl");
         command
@@ -97,6 +111,28 @@ impl Drop for Cluster {
         // Stopped already, or never started: pg_ctl says so, and there is nothing to do.
         let _ = self.stop_command().output();
     }
+}
+
+/// The processes whose parent is `parent`.
+fn children(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| {
+            let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // `pid (comm) state ppid ...`; the name may hold spaces and parentheses.
+            let ppid: u32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (ppid == parent).then_some(pid)
+        })
+        .collect()
 }
 
 /// The newest `/usr/lib/postgresql/VERSION/bin` holding `initdb`.

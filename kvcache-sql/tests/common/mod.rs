@@ -3,16 +3,18 @@
 
 #![allow(dead_code, reason = "each database's tests use a part of it")]
 
+use std::any::Any;
 use std::fmt::Write as _;
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::process::Command;
 use std::sync::{Arc, Barrier, Mutex, PoisonError};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diesel::QueryableByName;
 use diesel::sql_types::BigInt;
 use kvcache_core::{
-    Backend, BackendConfig, Config, ContainerOptions, KvCache, ManualClock, Store, testkit,
+    Backend, BackendConfig, Config, ContainerOptions, Error, KvCache, ManualClock, Store, testkit,
 };
 use kvcache_sql::SqlBackend;
 use sha2::{Digest, Sha256};
@@ -39,6 +41,9 @@ pub(crate) trait Db {
         let _ = table;
         None
     }
+    /// A session of its own holding a lock on `table` that keeps every other session from
+    /// writing it (and, but on SQLite, from reading it), until it is dropped.
+    fn lock(&self, table: &str) -> Box<dyn Any>;
 }
 
 /// The URL in the environment variable `var`, or `default`, if its server answers on TCP.
@@ -535,16 +540,290 @@ pub(crate) fn unreachable(url: &str, port: u16, database: &str, secret: &str) {
     }
 }
 
-/// A backend on `url`, whose server at `127.0.0.1:port` `stop` shuts down and `start` starts
-/// again: calls in between fail within `connect_timeout` with an error naming the server, and
-/// the first call after it is back succeeds, on the same backend.
-pub(crate) fn goes_away_and_comes_back(url: &str, port: u16, stop: impl Fn(), start: impl Fn()) {
-    let connect_timeout = Duration::from_secs(2);
-    let config = BackendConfig::new("db", "sql")
+/// The bound of the tests of bounded calls, as `statement_timeout` sets it.
+pub(crate) const BOUND: Duration = Duration::from_millis(500);
+/// What a bounded call may take beyond [`BOUND`].
+pub(crate) const SLACK: Duration = Duration::from_millis(100);
+/// The circuit breaker's back-off in those tests.
+const BACKOFF: Duration = Duration::from_millis(200);
+
+/// The configuration of a backend on `url` whose calls are bounded by [`BOUND`].
+fn bounded_config(url: &str) -> BackendConfig {
+    BackendConfig::new("db", "sql")
         .option("url", url)
+        .option("statement_timeout", "500ms")
         .option("connect_timeout", "2s")
-        .option("pool_size", "3");
-    let backend = SqlBackend::open(&config).unwrap_or_else(|error| panic!("open: {error}"));
+        .option("pool_size", "3")
+}
+
+/// `call`'s outcome, and how long it took.
+fn timed<T>(call: impl FnOnce() -> T) -> (T, Duration) {
+    let started = Instant::now();
+    let outcome = call();
+    (outcome, started.elapsed())
+}
+
+/// Checks that `outcome`, of the call `what` that took `took`, is an [`Error::Unavailable`]
+/// within [`BOUND`] + [`SLACK`], saying what it was doing, where (`place`), and the bound in
+/// words.
+fn check_bounded<T: std::fmt::Debug>(
+    what: &str,
+    doing: &str,
+    place: &str,
+    outcome: kvcache_core::Result<T>,
+    took: Duration,
+) {
+    let error = match outcome {
+        Ok(value) => panic!("{what} succeeded after {took:?}: {value:?}"),
+        Err(error) => error,
+    };
+    let message = full_message(&error);
+    eprintln!("{what}: failed after {} ms: {message}", took.as_millis());
+    assert!(
+        took <= BOUND + SLACK,
+        "{what} took {took:?}, more than {BOUND:?} + {SLACK:?}"
+    );
+    assert!(error.is_unavailable(), "{what}: {error:?}");
+    assert!(
+        matches!(&error, Error::Unavailable { backend, retry_in: None, .. } if backend == "db"),
+        "{what}: {error:?}"
+    );
+    for words in [place, doing, "within 500 ms"] {
+        assert!(message.contains(words), "{what}: no {words:?} in {message}");
+    }
+    assert!(!message.contains("os error"), "{what}: {message}");
+    let bare_number = message.split('(').skip(1).any(|after| {
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        digits > 0 && after[digits..].starts_with(')')
+    });
+    assert!(!bare_number, "{what}: a bare error number in {message}");
+}
+
+/// A call, by name, with what its error says it was doing.
+type NamedCall<'a> = (
+    &'static str,
+    &'static str,
+    Box<dyn Fn() -> kvcache_core::Result<()> + 'a>,
+);
+
+/// Every call of `c` and `backend`, with what its error says it was doing; the reads first.
+fn every_call<'a>(backend: &'a dyn Backend, c: &'a dyn Store) -> Vec<NamedCall<'a>> {
+    vec![
+        (
+            "retrieve",
+            "reading from",
+            Box::new(|| c.retrieve("k").map(drop)),
+        ),
+        (
+            "retrieve_many",
+            "reading from",
+            Box::new(|| c.retrieve_many(&["k", "other"]).map(drop)),
+        ),
+        (
+            "store",
+            "storing into",
+            Box::new(|| c.store("k", b"new", None)),
+        ),
+        (
+            "store_many",
+            "storing into",
+            Box::new(|| c.store_many(&[("a", b"1"), ("b", b"2")], None)),
+        ),
+        (
+            "invalidate",
+            "deleting from",
+            Box::new(|| c.invalidate("k")),
+        ),
+        ("clear", "clearing a container in", Box::new(|| c.clear())),
+        (
+            "purge_expired",
+            "purging expired entries from",
+            Box::new(|| backend.purge_expired()),
+        ),
+    ]
+}
+
+/// A cache whose container `open`, on `backend` as `db`, serves its generator's values when
+/// the backend fails.
+fn generating_cache(backend: &Arc<dyn Backend>) -> KvCache {
+    let config = Config::from_pairs([
+        ("container.open.backend", "db"),
+        ("container.open.on_backend_error", "generate"),
+    ])
+    .expect("config");
+    let cache = KvCache::builder(config)
+        .backend("db", Arc::clone(backend))
+        .outage_backoff("db", BACKOFF)
+        .build()
+        .unwrap_or_else(|error| panic!("build: {error}"));
+    cache
+        .register_generator("open", |key: &str| format!("fresh {key}"))
+        .expect("register_generator");
+    cache
+}
+
+/// Checks that `open.get(key)` serves the generator's value within [`BOUND`] + [`SLACK`].
+fn check_generated(open: &kvcache_core::Container<String>, key: &str) {
+    let (value, took) = timed(|| open.get(key));
+    eprintln!(
+        "get under on_backend_error = generate: {value:?} after {} ms",
+        took.as_millis()
+    );
+    assert_eq!(
+        value.unwrap_or_else(|error| panic!("get: {}", full_message(&error))),
+        format!("fresh {key}")
+    );
+    assert!(took <= BOUND + SLACK, "get took {took:?}");
+}
+
+/// A lock on the table held by another session (`db`'s [`lock`](Db::lock)): every call that
+/// waits for it fails within [`BOUND`] + [`SLACK`] as unavailable, saying where and what it was
+/// doing; reads that do not wait for it (`reads_wait` false: SQLite) still succeed; a container
+/// under `on_backend_error = generate` serves its generator's value in the bound; and once the
+/// lock is gone, the same backend works.
+pub(crate) fn a_held_lock_bounds_calls(db: &dyn Db, place: &str, reads_wait: bool) {
+    let table = Table::new(db, "lock");
+    let config = bounded_config(&db.url()).option("table", &table.name);
+    let backend: Arc<dyn Backend> =
+        Arc::new(SqlBackend::open(&config).unwrap_or_else(|error| panic!("open: {error}")));
+    let c = store(&*backend, "c");
+    c.store("k", b"v", None).expect("store");
+    let held = db.lock(&table.name);
+    for (what, doing, call) in every_call(&*backend, &*c) {
+        let (outcome, took) = timed(&call);
+        if !reads_wait && doing == "reading from" {
+            eprintln!("{what}: {outcome:?} after {} ms", took.as_millis());
+            outcome.unwrap_or_else(|error| panic!("{what}: {}", full_message(&error)));
+            assert!(took <= BOUND, "{what} took {took:?}");
+            continue;
+        }
+        check_bounded(what, doing, place, outcome, took);
+    }
+    if reads_wait {
+        let cache = generating_cache(&backend);
+        let open = cache.container::<String>("open").expect("container");
+        check_generated(&open, "g");
+    }
+    drop(held);
+    thread::sleep(BACKOFF);
+    assert_eq!(
+        c.retrieve("k")
+            .unwrap_or_else(|error| panic!("retrieve after the lock: {}", full_message(&error)))
+            .as_deref(),
+        Some(&b"v"[..])
+    );
+    c.store("k", b"after", None).expect("store after the lock");
+    let cache = generating_cache(&backend);
+    let open = cache.container::<String>("open").expect("container");
+    assert_eq!(open.get("g").expect("get"), "fresh g");
+    assert_eq!(open.peek("g").expect("peek").as_deref(), Some("fresh g"));
+}
+
+/// Processes stopped with `SIGSTOP`, continued (`SIGCONT`) when dropped.
+pub(crate) struct Frozen(Vec<u32>);
+
+impl Frozen {
+    /// Stops `pids`, in order.
+    pub(crate) fn new(pids: Vec<u32>) -> Self {
+        signal("-STOP", &pids);
+        Frozen(pids)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        signal("-CONT", &self.0);
+    }
+}
+
+fn signal(signal: &str, pids: &[u32]) {
+    let status = Command::new("kill")
+        .arg(signal)
+        .args(pids.iter().map(u32::to_string))
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {signal} {pids:?}: {status}");
+}
+
+/// A backend on `url`, whose server at `127.0.0.1:port` `freeze` stops with `SIGSTOP` until the
+/// guard it returns is dropped: every call fails within [`BOUND`] + [`SLACK`] as unavailable,
+/// saying where and what it was doing; a container under `on_backend_error = generate` serves
+/// its generator's value in the bound; and once the server runs again, the same backend works.
+pub(crate) fn a_frozen_server_bounds_calls(url: &str, port: u16, freeze: impl Fn() -> Frozen) {
+    let backend: Arc<dyn Backend> = Arc::new(
+        SqlBackend::open(&bounded_config(url)).unwrap_or_else(|error| panic!("open: {error}")),
+    );
+    let c = store(&*backend, "c");
+    // Three pooled connections, whose sockets the watchdog has to cut.
+    thread::scope(|scope| {
+        for i in 0..3 {
+            let c = &c;
+            scope.spawn(move || {
+                for round in 0..20 {
+                    let value = format!("{i}:{round}");
+                    c.store(&format!("k{i}"), value.as_bytes(), None)
+                        .expect("store");
+                }
+            });
+        }
+    });
+    c.store("k", b"before", None).expect("store");
+    let place = format!("127.0.0.1:{port}");
+
+    let frozen = freeze();
+    for (what, doing, call) in every_call(&*backend, &*c) {
+        let (outcome, took) = timed(&call);
+        check_bounded(what, doing, &place, outcome, took);
+    }
+    let cache = generating_cache(&backend);
+    let open = cache.container::<String>("open").expect("container");
+    check_generated(&open, "g");
+    let (value, took) = timed(|| open.get("g2"));
+    eprintln!("a get while the breaker is open: {value:?} after {took:?}");
+    assert_eq!(value.expect("get"), "fresh g2");
+    assert!(
+        took < SLACK,
+        "the open breaker answers at once, not after {took:?}"
+    );
+
+    drop(frozen);
+    // Connections opened while it was frozen may still be on their way, or r2d2 waiting to try
+    // again (at most `connect_timeout` / 2): a call that finds none fails in its bound.
+    let thawed = Instant::now();
+    let value = loop {
+        let (value, took) = timed(|| c.retrieve("k"));
+        eprintln!(
+            "{} ms after the server runs again: {value:?} after {} ms",
+            thawed.elapsed().as_millis(),
+            took.as_millis()
+        );
+        assert!(took <= BOUND + SLACK, "retrieve took {took:?}");
+        match value {
+            Ok(value) => break value,
+            Err(error) if thawed.elapsed() < Duration::from_secs(10) => {
+                assert!(error.is_unavailable(), "{error:?}");
+            }
+            Err(error) => panic!("retrieve after: {}", full_message(&error)),
+        }
+    };
+    // The store cut by the watchdog had reached the server's socket: the server may have
+    // carried it out once it ran again.
+    assert!(
+        [&b"before"[..], b"new"].contains(&value.as_deref().expect("an entry")),
+        "{value:?}"
+    );
+    c.store("k", b"after", None).expect("store after");
+    thread::sleep(BACKOFF);
+    assert_eq!(open.get("g3").expect("get"), "fresh g3");
+    assert_eq!(open.peek("g3").expect("peek").as_deref(), Some("fresh g3"));
+}
+
+/// A backend on `url`, whose server at `127.0.0.1:port` `stop` shuts down and `start` starts
+/// again: calls in between fail within [`BOUND`] + [`SLACK`] as unavailable, naming the server,
+/// and the first call after it is back succeeds, on the same backend.
+pub(crate) fn goes_away_and_comes_back(url: &str, port: u16, stop: impl Fn(), start: impl Fn()) {
+    let backend =
+        SqlBackend::open(&bounded_config(url)).unwrap_or_else(|error| panic!("open: {error}"));
     let c = store(&backend, "c");
     // Three pooled connections, all of which the outage kills.
     thread::scope(|scope| {
@@ -562,21 +841,17 @@ pub(crate) fn goes_away_and_comes_back(url: &str, port: u16, stop: impl Fn(), st
     c.store("k", b"before", None).expect("store");
 
     stop();
-    let address = format!("127.0.0.1:{port}");
-    let started = std::time::Instant::now();
-    let error = c.retrieve("k").expect_err("the server is away");
-    let elapsed = started.elapsed();
-    assert!(full_message(&error).contains(&address), "{error}");
-    assert!(
-        elapsed < connect_timeout + Duration::from_secs(2),
-        "a call while the server is away took {elapsed:?}, connect_timeout is {connect_timeout:?}"
-    );
-    c.store("k", b"lost", None)
-        .expect_err("the server is still away");
+    let place = format!("127.0.0.1:{port}");
+    for (what, doing, call) in every_call(&backend, &*c) {
+        let (outcome, took) = timed(&call);
+        check_bounded(what, doing, &place, outcome, took);
+    }
 
     start();
+    let (value, took) = timed(|| c.retrieve("k"));
+    eprintln!("the first call after the restart: {value:?} after {took:?}");
     assert_eq!(
-        c.retrieve("k")
+        value
             .expect("the first call after the server is back")
             .as_deref(),
         Some(&b"before"[..])

@@ -66,11 +66,10 @@ impl Server {
                 "--pid-file={}",
                 self.dir.path().join("pid").display()
             ))
-            .args([
-                "--bind-address=127.0.0.1",
-                "--skip-grant-tables",
-                "--skip-log-bin",
-            ])
+            // With its grants (root@localhost, no password, which 127.0.0.1 resolves to): a
+            // server without them lists no client host and port, which the backend needs to find
+            // a connection's socket.
+            .args(["--bind-address=127.0.0.1", "--skip-log-bin"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -93,6 +92,19 @@ impl Server {
             run(Command::new("kill").arg(child.id().to_string()));
             child.wait().expect("the server exits");
         }
+    }
+
+    /// Stops the server with `SIGSTOP` until the guard is dropped: its connections stay open,
+    /// and nothing answers on them.
+    pub(crate) fn freeze(&self) -> crate::common::Frozen {
+        let pid = self
+            .process
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .expect("the server runs")
+            .id();
+        crate::common::Frozen::new(vec![pid])
     }
 
     fn take(&self) -> Option<Child> {
