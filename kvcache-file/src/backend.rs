@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kvcache_core::{Backend, Clock, Error, Result, Space, Store, expires_at};
-use rusqlite::{OptionalExtension, ToSql, TransactionBehavior, params};
+use kvcache_core::{Backend, BoxError, Clock, Error, Result, Space, Store, expires_at};
+use rusqlite::{Connection, OptionalExtension, ToSql, TransactionBehavior, params};
 
 use crate::builder::FileBackendBuilder;
 use crate::explain::explain;
-use crate::pool::{Pool, Pooled};
+use crate::pool::{Pool, PoolError};
 
 /// The most keys one batch look-up binds; batches are padded to a power of two up to this, so a
 /// connection caches at most nine batch statements.
@@ -155,37 +155,58 @@ impl File {
         ttl.map(|ttl| millis(expires_at(self.clock.now_millis(), ttl)))
     }
 
-    fn connection(&self) -> Result<Pooled<'_>> {
+    /// Runs `op` on a connection to the file; `doing` says what it does, for its error.
+    fn run<T>(
+        &self,
+        doing: impl FnOnce() -> String,
+        op: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
         self.pool
-            .get()
-            .map_err(|error| self.error("opening another connection".to_owned(), error))
+            .run(op)
+            .map_err(|error| self.error(doing(), error))
     }
 
-    /// An error of this backend: `doing`, in its table and file, failed with `source`.
-    fn error(&self, doing: String, error: rusqlite::Error) -> Error {
+    /// An error of this backend: `doing`, in its table and file, failed with `error`.
+    fn error(&self, doing: String, error: PoolError) -> Error {
+        let source: BoxError = match error {
+            PoolError::Sqlite(error) => explain(error),
+            PoolError::Connect(error) => Box::new(Connecting(explain(error))),
+            PoolError::File(reason) => Box::new(reason),
+        };
         Error::backend(
             &self.name,
             format!("{doing} in table {:?} of {:?}", self.table, self.path),
-            explain(error),
+            source,
         )
     }
 }
+
+/// No connection to the file could be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open another connection to the file")]
+struct Connecting(#[source] BoxError);
 
 impl FileStore {
     /// Deletes the entry under `key` if it is still expired at `now`.
     ///
     /// The entry is a miss either way, so a failure (a read-only file, a writer holding the lock
     /// past the busy timeout) is no reason to fail the read: `purge_expired` deletes it later.
-    fn drop_expired(&self, connection: &Pooled<'_>, key: &str, now: i64) {
+    fn drop_expired(&self, connection: &Connection, key: &str, now: i64) {
         let _ = connection
             .prepare_cached(&self.file.sql.delete_expired)
             .and_then(|mut statement| statement.execute(params![&*self.container, key, now]));
     }
 
-    /// An error of this store: `doing`, to its container, failed with `source`.
-    fn error(&self, doing: impl fmt::Display, error: rusqlite::Error) -> Error {
-        self.file
-            .error(format!("{doing} of container {:?}", self.container), error)
+    /// Runs `op` on a connection to the file; `doing` says what it does to the container.
+    fn run<T>(
+        &self,
+        doing: impl FnOnce() -> String,
+        op: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        self.file.run(
+            || format!("{} of container {:?}", doing(), self.container),
+            op,
+        )
     }
 }
 
@@ -214,11 +235,10 @@ impl Backend for FileBackend {
     fn purge_expired(&self) -> Result<()> {
         let file = &*self.file;
         let now = file.now();
-        let connection = file.connection()?;
-        connection
-            .prepare_cached(&file.sql.purge)
-            .and_then(|mut statement| statement.execute([now]))
-            .map_err(|error| file.error("deleting expired entries".to_owned(), error))?;
+        file.run(
+            || "deleting expired entries".to_owned(),
+            |connection| connection.prepare_cached(&file.sql.purge)?.execute([now]),
+        )?;
         Ok(())
     }
 }
@@ -226,13 +246,14 @@ impl Backend for FileBackend {
 impl Store for FileStore {
     fn store(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
         let expiry = self.file.expiry(ttl);
-        let connection = self.file.connection()?;
-        connection
-            .prepare_cached(&self.file.sql.upsert)
-            .and_then(|mut statement| {
-                statement.execute(params![&*self.container, key, value, expiry])
-            })
-            .map_err(|error| self.error(format_args!("storing key {}", shown(key)), error))?;
+        self.run(
+            || format!("storing key {}", shown(key)),
+            |connection| {
+                connection
+                    .prepare_cached(&self.file.sql.upsert)?
+                    .execute(params![&*self.container, key, value, expiry])
+            },
+        )?;
         Ok(())
     }
 
@@ -245,42 +266,45 @@ impl Store for FileStore {
     /// Reads the value in place, in SQLite's row, without copying it out.
     fn retrieve_with(&self, key: &str, read: &mut dyn FnMut(&[u8])) -> Result<bool> {
         let now = self.file.now();
-        let connection = self.file.connection()?;
-        // No row: absent. A row with NULL: expired.
-        let row: Option<bool> = connection
-            .prepare_cached(&self.file.sql.select)
-            .and_then(|mut statement| {
-                statement
+        self.run(
+            || format!("reading key {}", shown(key)),
+            |connection| {
+                // No row: absent. A row with NULL: expired.
+                let row: Option<bool> = connection
+                    .prepare_cached(&self.file.sql.select)?
                     .query_row(params![&*self.container, key, now], |row| {
                         Ok(row.get_ref(0)?.as_blob_or_null()?.map(&mut *read).is_some())
                     })
-                    .optional()
-            })
-            .map_err(|error| self.error(format_args!("reading key {}", shown(key)), error))?;
-        if row == Some(false) {
-            self.drop_expired(&connection, key, now);
-        }
-        Ok(row == Some(true))
+                    .optional()?;
+                if row == Some(false) {
+                    self.drop_expired(connection, key, now);
+                }
+                Ok(row == Some(true))
+            },
+        )
     }
 
     fn invalidate(&self, key: &str) -> Result<()> {
-        let connection = self.file.connection()?;
-        connection
-            .prepare_cached(&self.file.sql.delete)
-            .and_then(|mut statement| statement.execute(params![&*self.container, key]))
-            .map_err(|error| self.error(format_args!("removing key {}", shown(key)), error))?;
+        self.run(
+            || format!("removing key {}", shown(key)),
+            |connection| {
+                connection
+                    .prepare_cached(&self.file.sql.delete)?
+                    .execute(params![&*self.container, key])
+            },
+        )?;
         Ok(())
     }
 
     fn clear(&self) -> Result<()> {
-        let connection = self.file.connection()?;
-        connection
-            .prepare_cached(&self.file.sql.clear)
-            .and_then(|mut statement| statement.execute([&*self.container]))
-            .map_err(|error| {
-                self.file
-                    .error(format!("clearing container {:?}", self.container), error)
-            })?;
+        self.file.run(
+            || format!("clearing container {:?}", self.container),
+            |connection| {
+                connection
+                    .prepare_cached(&self.file.sql.clear)?
+                    .execute([&*self.container])
+            },
+        )?;
         Ok(())
     }
 
@@ -295,64 +319,61 @@ impl Store for FileStore {
         let mut distinct: Vec<&str> = order.iter().map(|&position| keys[position]).collect();
         distinct.dedup();
         let mut found: Vec<Option<Vec<u8>>> = vec![None; keys.len()];
-        let mut expired = Vec::new();
-        let connection = self.file.connection()?;
-        let mut read = |chunk: &[&str]| -> rusqlite::Result<()> {
-            let power = chunk.len().next_power_of_two().ilog2() as usize;
-            let mut parameters: Vec<&dyn ToSql> = Vec::with_capacity(2 + (1 << power));
-            parameters.extend([&container as &dyn ToSql, &now]);
-            parameters.extend(chunk.iter().map(|key| key as &dyn ToSql));
-            // Padding repeats the chunk's first key, which the answer holds once.
-            parameters.resize(2 + (1 << power), &chunk[0]);
-            let mut statement = connection.prepare_cached(&self.file.sql.select_many[power])?;
-            let mut rows = statement.query(&*parameters)?;
-            while let Some(row) = rows.next()? {
-                let key = row.get_ref(0)?.as_str()?;
-                let Some(value) = row.get_ref(1)?.as_blob_or_null()? else {
-                    expired.push(key.to_owned());
-                    continue;
-                };
-                let start = order.partition_point(|&position| keys[position] < key);
-                for &position in order[start..]
-                    .iter()
-                    .take_while(|&&position| keys[position] == key)
-                {
-                    found[position] = Some(value.to_vec());
+        self.run(
+            || format!("reading {} keys", keys.len()),
+            |connection| {
+                let mut expired = Vec::new();
+                for chunk in distinct.chunks(BATCH) {
+                    let power = chunk.len().next_power_of_two().ilog2() as usize;
+                    let mut parameters: Vec<&dyn ToSql> = Vec::with_capacity(2 + (1 << power));
+                    parameters.extend([&container as &dyn ToSql, &now]);
+                    parameters.extend(chunk.iter().map(|key| key as &dyn ToSql));
+                    // Padding repeats the chunk's first key, which the answer holds once.
+                    parameters.resize(2 + (1 << power), &chunk[0]);
+                    let mut statement =
+                        connection.prepare_cached(&self.file.sql.select_many[power])?;
+                    let mut rows = statement.query(&*parameters)?;
+                    while let Some(row) = rows.next()? {
+                        let key = row.get_ref(0)?.as_str()?;
+                        let Some(value) = row.get_ref(1)?.as_blob_or_null()? else {
+                            expired.push(key.to_owned());
+                            continue;
+                        };
+                        let start = order.partition_point(|&position| keys[position] < key);
+                        for &position in order[start..]
+                            .iter()
+                            .take_while(|&&position| keys[position] == key)
+                        {
+                            found[position] = Some(value.to_vec());
+                        }
+                    }
                 }
-            }
-            Ok(())
-        };
-        for chunk in distinct.chunks(BATCH) {
-            read(chunk)
-                .map_err(|error| self.error(format_args!("reading {} keys", keys.len()), error))?;
-        }
-        for key in expired {
-            self.drop_expired(&connection, &key, now);
-        }
+                for key in expired {
+                    self.drop_expired(connection, &key, now);
+                }
+                Ok(())
+            },
+        )?;
         Ok(found)
     }
 
     /// Stores the entries in one transaction: all of them, or none.
     fn store_many(&self, entries: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
         let expiry = self.file.expiry(ttl);
-        let mut connection = self.file.connection()?;
-        let failed = |error: rusqlite::Error| {
-            self.error(format_args!("storing {} keys", entries.len()), error)
-        };
-        let transaction = connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(failed)?;
-        {
-            let mut statement = transaction
-                .prepare_cached(&self.file.sql.upsert)
-                .map_err(failed)?;
-            for (key, value) in entries {
-                statement
-                    .execute(params![&*self.container, key, value, expiry])
-                    .map_err(failed)?;
-            }
-        }
-        transaction.commit().map_err(failed)
+        self.run(
+            || format!("storing {} keys", entries.len()),
+            |connection| {
+                let transaction =
+                    connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                {
+                    let mut statement = transaction.prepare_cached(&self.file.sql.upsert)?;
+                    for (key, value) in entries {
+                        statement.execute(params![&*self.container, key, value, expiry])?;
+                    }
+                }
+                transaction.commit()
+            },
+        )
     }
 }
 

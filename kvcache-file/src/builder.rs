@@ -11,7 +11,8 @@ use rusqlite::{Connection, ErrorCode};
 
 use crate::backend::FileBackend;
 use crate::explain::explain;
-use crate::pool::{self, Pool};
+use crate::files::{self, DirectoryLock, Found};
+use crate::pool::{self, Known, Pool};
 use crate::schema::{self, SchemaError};
 
 /// The table used unless [`FileBackendBuilder::table`] names another.
@@ -45,7 +46,7 @@ pub struct FileBackendBuilder {
 
 /// Why a path cannot be opened as a cache file.
 #[derive(Debug, thiserror::Error)]
-enum Refused {
+pub(crate) enum Refused {
     #[error("the path is empty")]
     EmptyPath,
     #[error("cannot make the path absolute: {0}")]
@@ -58,8 +59,17 @@ enum Refused {
     Create(io::Error),
     #[error("{0}")]
     TableName(String),
-    #[error("it is not an SQLite database ({0}); it was left untouched")]
+    #[error("it is not an SQLite cache file or is damaged: {0}; it was left untouched")]
     NotSqlite(rusqlite::Error),
+    #[error(
+        "it is not an SQLite cache file or is damaged: it is empty while its -wal holds {wal} bytes \
+         (it was truncated while in use); it was left untouched"
+    )]
+    Truncated { wal: u64 },
+    #[error("cannot tell which file it is: {0}")]
+    Stat(io::Error),
+    #[error("it was deleted or replaced while being opened")]
+    Changed,
     #[error("SQLite keeps it in journal mode {0:?} instead of WAL")]
     NotWal(String),
     #[error(transparent)]
@@ -70,7 +80,10 @@ enum Refused {
 
 impl From<rusqlite::Error> for Refused {
     fn from(error: rusqlite::Error) -> Self {
-        if error.sqlite_error_code() == Some(ErrorCode::NotADatabase) {
+        if matches!(
+            error.sqlite_error_code(),
+            Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt)
+        ) {
             Refused::NotSqlite(error)
         } else {
             Refused::Sqlite(explain(error))
@@ -128,8 +141,10 @@ impl FileBackendBuilder {
     /// and makes sure its table exists with kvcache's columns.
     ///
     /// Nothing that exists is overwritten or deleted: a path that is a directory, a file that is
-    /// not an SQLite database, a table of that name with other columns, or a table written by a
-    /// newer kvcache is refused as it is.
+    /// not an SQLite database or is damaged, a table of that name with other columns, or a table
+    /// written by a newer kvcache is refused as it is. Only a `-wal` and `-shm` found beside a
+    /// file that did not exist are removed: they are a deleted file's, and SQLite would read them
+    /// as the new one's.
     ///
     /// # Errors
     ///
@@ -150,14 +165,26 @@ impl FileBackendBuilder {
         }
         let path =
             std::path::absolute(&path).map_err(|error| refused(&path, Refused::Absolute(error)))?;
-        let connection = connect(&path, &table, busy_timeout).map_err(|why| refused(&path, why))?;
-        let pool = Pool::new(path.clone(), busy_timeout, connection);
+        let lock = DirectoryLock::take(&path);
+        let (connection, known) =
+            open_file(&path, &table, busy_timeout, &lock).map_err(|why| refused(&path, why))?;
+        drop(lock);
+        let pool = Pool::new(path.clone(), table.clone(), busy_timeout, connection, known);
         Ok(FileBackend::new(name, path, table, clock, pool))
     }
 }
 
-/// The first connection: the file created if missing, in WAL mode, its table ready.
-fn connect(path: &Path, table: &str, busy_timeout: Duration) -> Result<Connection, Refused> {
+/// The first connection to the file at `path`: the file created if missing, in WAL mode, its
+/// table ready; and what it is on disk.
+///
+/// The caller holds `_lock`, the directory's, from before any look at the path until the file is
+/// ready: another process creating, following or moving the file aside waits for it.
+pub(crate) fn open_file(
+    path: &Path,
+    table: &str,
+    busy_timeout: Duration,
+    _lock: &DirectoryLock,
+) -> Result<(Connection, Known), Refused> {
     schema::check_table_name(table).map_err(Refused::TableName)?;
     if path.is_dir() {
         return Err(Refused::Directory);
@@ -168,9 +195,19 @@ fn connect(path: &Path, table: &str, busy_timeout: Duration) -> Result<Connectio
     }
     // Created here rather than by SQLite, whose error would not say why it could not.
     match OpenOptions::new().write(true).create_new(true).open(path) {
-        Ok(_) => {}
+        // A -wal or -shm beside a file that did not exist belongs to another, deleted one.
+        Ok(_) => files::remove_leftovers(path),
         Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
         Err(error) => return Err(Refused::Create(error)),
+    }
+    let before = Found::stat(path).map_err(Refused::Stat)?;
+    // An empty file is an empty database to SQLite, which would then delete the -wal beside it,
+    // the one other connections are using: an empty file with a log is a truncated one.
+    if before.size == 0 {
+        let wal = Found::wal_size(path);
+        if wal > 0 {
+            return Err(Refused::Truncated { wal });
+        }
     }
     let mut connection = pool::connect(path, busy_timeout)?;
     // The first statement that reads the file: a file that is not SQLite fails here, unwritten.
@@ -180,5 +217,21 @@ fn connect(path: &Path, table: &str, busy_timeout: Duration) -> Result<Connectio
         return Err(Refused::NotWal(mode));
     }
     schema::prepare(&mut connection, table)?;
-    Ok(connection)
+    let page_size: i64 = connection.pragma_query_value(None, "page_size", |row| row.get(0))?;
+    let owned = schema::owned(&connection)?;
+    // Read after the statements above, which opened the -wal and -shm.
+    let found = Found::stat(path).map_err(Refused::Stat)?;
+    let db = found
+        .db
+        .filter(|&db| Some(db) == before.db)
+        .ok_or(Refused::Changed)?;
+    let known = Known {
+        db,
+        wal: found.wal,
+        shm: found.shm,
+        size: found.size,
+        page_size: u64::try_from(page_size).unwrap_or(0).max(512),
+        owned,
+    };
+    Ok((connection, known))
 }

@@ -38,13 +38,54 @@
 //! deletes every expired entry at once.
 //!
 //! Opening refuses, with an error naming the path and leaving it as it is, a path that is a
-//! directory, a file that is not SQLite, a table of that name with other columns, and a table
-//! written by a newer kvcache. A file that becomes read-only while in use fails writes and still
-//! serves reads.
+//! directory, a file that is not SQLite or is damaged (truncated, say), a table of that name with
+//! other columns, and a table written by a newer kvcache. A file that becomes read-only while in
+//! use fails writes and still serves reads.
+//!
+//! # A file deleted, replaced or damaged while in use
+//!
+//! A backend uses one file at a time, the one its path names: its connections are never on two
+//! files. At most every 10 ms, the next call compares the path with that file (the device and
+//! inode of the file, its `-wal` and its `-shm`: three `stat`s, about 4 µs), and so does every
+//! new connection before it is lent; every other call pays a clock read and an uncontended read
+//! lock, about 30 ns (180 instructions of a hit's 11 000, under callgrind). A `stat` on every
+//! call would cost 1.3 µs of a hit of about 3 µs, and SQLite has nothing cheaper that sees
+//! another file at the path: `PRAGMA data_version` counts commits to the file it has open, and
+//! the `SQLITE_FCNTL_HAS_MOVED` file control is a `stat` too. For those 10 ms a process may still
+//! read and write the file it has, and only that one.
+//!
+//! - **Deleted or replaced**, the file is *followed*: the backend waits for the calls in flight,
+//!   drops every connection, and opens the file the path names now, creating it and its table if
+//!   it names none. The calls go on without an error. It is a cache: deleting the file is how
+//!   one empties it, and a process that went on with the deleted file would write values no one
+//!   reads and serve values no other process sees. A file moved over the path, as `mv` does,
+//!   leaves the old file's `-wal` and `-shm` beside it, which SQLite, finding them by name, would
+//!   take for the new file's: the backend removes them first (the old file's connections keep
+//!   them open). If what the path names cannot be used (a file of another program, a damaged
+//!   one, a directory that is not writable), calls fail with an error that names the path, says
+//!   what happened to the file and why the new one was refused; the path is tried again when it
+//!   changes, and otherwise once a second.
+//! - **Damaged**, the file is *replaced*. When SQLite finds it damaged (`SQLITE_CORRUPT`,
+//!   `SQLITE_NOTADB`), or the check finds it truncated (shorter than a page, or shorter than it
+//!   was or not a whole number of pages and `PRAGMA quick_check` agrees), that call fails with
+//!   an error naming the path: "the file … is not an SQLite cache file or is damaged: …". The
+//!   backend moves the file to `PATH.damaged`, with its `-wal` (an older one there is replaced),
+//!   and creates a new, empty file in its place, which the calls after it use, and so do other
+//!   processes, which see the path change. Losing the entries is a cache's lot; failing every
+//!   call until someone steps in would take the service using the cache down with it. The file
+//!   is moved, not deleted, and only if every table in it is kvcache's: a file that also holds
+//!   another program's tables is left as it is, and calls fail until it is repaired or deleted.
+//!   A file found damaged while opening is refused instead (see above): nothing says yet that it
+//!   is the cache's, the path may be a mistake, and the error shows at once.
+//!
+//! Processes that find a change at the same moment deal with it one after another, under an
+//! exclusive `flock` of the file's directory. A file overwritten in place, at the same length, is
+//! noticed when SQLite reads a damaged page.
 
 mod backend;
 mod builder;
 mod explain;
+mod files;
 mod pool;
 mod schema;
 

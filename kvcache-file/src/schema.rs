@@ -189,3 +189,20 @@ fn create(connection: &Connection, table: &str) -> rusqlite::Result<()> {
 fn expiry_index(table: &str) -> String {
     format!("{table}_expires_at")
 }
+
+/// Whether every table of the file is kvcache's: its schema record and the tables it records.
+/// Only such a file is the backend's to move aside when it is damaged.
+pub(crate) fn owned(connection: &Connection) -> rusqlite::Result<bool> {
+    connection.query_row(
+        &format!(
+            "SELECT NOT EXISTS (
+                 SELECT 1 FROM sqlite_schema AS s
+                 WHERE s.type = 'table' AND s.name NOT LIKE 'sqlite\\_%' ESCAPE '\\'
+                   AND s.name <> '{META}' COLLATE NOCASE
+                   AND NOT EXISTS (SELECT 1 FROM {META} AS k WHERE k.name = s.name)
+             )"
+        ),
+        [],
+        |row| row.get(0),
+    )
+}

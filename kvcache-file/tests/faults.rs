@@ -1,5 +1,6 @@
-//! Bad paths, foreign files and a file that turns read-only: a clear error naming the path, and
-//! nothing lost.
+//! Bad paths, foreign files, a file that turns read-only, and a file deleted, replaced or damaged
+//! while in use: a clear error naming the path, nothing lost that is not the cache's, and one
+//! file in use at a time.
 //!
 //! Root writes through permission bits, so "not writable" is made with `chattr +i` (the immutable
 //! attribute binds root too, and descriptors already open); where that is not permitted, a
@@ -7,9 +8,12 @@
 //! is skipped.
 
 use std::fs;
+use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use kvcache_core::{BackendConfig, Error, backend_kind};
 use kvcache_file::FileBackend;
@@ -179,7 +183,7 @@ fn a_file_that_is_not_sqlite_is_refused_and_left_untouched() {
 
     let message = refused(&path);
     assert!(
-        message.contains("it is not an SQLite database"),
+        message.contains("it is not an SQLite cache file or is damaged: file is not a database"),
         "{message}"
     );
     assert!(message.contains("left untouched"), "{message}");
@@ -370,4 +374,307 @@ fn bad_options_name_their_configuration_key() {
         !Path::new(path).exists(),
         "no file is created for a refused configuration"
     );
+}
+
+/// `path` with `suffix` appended: its -wal, -shm, or the place a damaged file is moved to.
+fn beside(path: &Path, suffix: &str) -> PathBuf {
+    PathBuf::from(format!("{}{suffix}", path.display()))
+}
+
+/// Longer than the backend waits between two looks at the path.
+const NOTICE: Duration = Duration::from_millis(30);
+
+#[test]
+fn a_file_deleted_while_in_use_is_followed_to_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kv.sqlite3");
+    let backend = FileBackend::open(&path).unwrap();
+    let c = store(&backend, "c");
+    c.store("k", b"old", None).unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        fs::remove_file(beside(&path, suffix)).unwrap();
+    }
+    thread::sleep(NOTICE);
+
+    assert_eq!(
+        c.retrieve("k").unwrap(),
+        None,
+        "the deleted file is not read"
+    );
+    c.store("k", b"new", None).unwrap();
+    assert!(path.exists(), "a new file was created at the path");
+    let other = FileBackend::open(&path).unwrap();
+    assert_eq!(
+        store(&other, "c").retrieve("k").unwrap().as_deref(),
+        Some(&b"new"[..]),
+        "the backend writes to the file the path names"
+    );
+}
+
+#[test]
+fn a_file_replaced_while_in_use_is_followed_and_the_old_log_is_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kv.sqlite3");
+    let backend = FileBackend::open(&path).unwrap();
+    let c = store(&backend, "c");
+    c.store("k", b"old", None).unwrap();
+    c.store("only-old", b"old", None).unwrap();
+    // Another file moved over the path, as `mv` does: the old -wal and -shm stay, and
+    // SQLite, which finds them by name, would read the old file's pages through them.
+    let other = dir.path().join("other.sqlite3");
+    store(&FileBackend::open(&other).unwrap(), "c")
+        .store("k", b"replacement", None)
+        .unwrap();
+    fs::rename(&other, &path).unwrap();
+    thread::sleep(NOTICE);
+
+    assert_eq!(
+        c.retrieve("k").unwrap().as_deref(),
+        Some(&b"replacement"[..])
+    );
+    assert_eq!(c.retrieve("only-old").unwrap(), None);
+    c.store("k", b"written after", None).unwrap();
+    let reopened = FileBackend::open(&path).unwrap();
+    let r = store(&reopened, "c");
+    assert_eq!(
+        r.retrieve("k").unwrap().as_deref(),
+        Some(&b"written after"[..])
+    );
+    assert_eq!(r.retrieve("only-old").unwrap(), None);
+}
+
+#[test]
+fn many_threads_on_a_file_deleted_while_in_use_never_read_both_files() {
+    // More threads than the pool keeps idle connections: some open new ones after the
+    // change, which once reached the new file while the others stayed on the deleted one.
+    const THREADS: usize = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kv.sqlite3");
+    let backend = FileBackend::open(&path).unwrap();
+    let c = store(&backend, "c");
+    c.store("k", b"old", None).unwrap();
+    let deleted = std::sync::OnceLock::new();
+    let new_seen = std::sync::OnceLock::<Instant>::new();
+    thread::scope(|scope| {
+        for thread in 0..THREADS {
+            let (c, path, deleted, new_seen) = (&c, &path, &deleted, &new_seen);
+            scope.spawn(move || {
+                let start = Instant::now();
+                let give_up = start + Duration::from_secs(30);
+                // Until a while after some thread read the new file.
+                while new_seen
+                    .get()
+                    .is_none_or(|seen| seen.elapsed() < Duration::from_millis(300))
+                {
+                    assert!(Instant::now() < give_up, "the new file was never read");
+                    if thread == 0
+                        && deleted.get().is_none()
+                        && start.elapsed() > Duration::from_millis(200)
+                    {
+                        for suffix in ["", "-wal", "-shm"] {
+                            fs::remove_file(beside(path, suffix)).unwrap();
+                        }
+                        // Another process would recreate the path; a second backend does.
+                        let other = FileBackend::open(path).unwrap();
+                        store(&other, "c").store("k", b"new", None).unwrap();
+                        deleted.set(Instant::now()).unwrap();
+                    }
+                    let started = Instant::now();
+                    match c.retrieve("k").unwrap().as_deref() {
+                        Some(b"old") => {
+                            if let Some(seen) = new_seen.get() {
+                                assert!(
+                                    started < *seen,
+                                    "thread {thread} read the deleted file after another thread \
+                                     read the new one"
+                                );
+                            }
+                        }
+                        // A miss is the new file too, before the other backend's write.
+                        None | Some(b"new") => {
+                            let _ = new_seen.set(Instant::now());
+                        }
+                        other => panic!("thread {thread} read {other:?}"),
+                    }
+                }
+            });
+        }
+    });
+    assert!(deleted.get().is_some(), "the file was deleted");
+}
+
+/// Writes `bytes` at `offset` of the file, in place.
+fn overwrite(path: &Path, offset: u64, bytes: &[u8]) {
+    let mut file = fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.seek(SeekFrom::Start(offset)).unwrap();
+    file.write_all(bytes).unwrap();
+}
+
+/// Copies what is in the -wal into the file, as a checkpoint of another process would, so that
+/// reads come from the file.
+fn checkpoint(path: &Path) {
+    Connection::open(path)
+        .unwrap()
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+}
+
+#[test]
+fn a_file_damaged_while_in_use_is_reported_moved_aside_and_replaced_by_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kv.sqlite3");
+    let backend = FileBackend::open(&path).unwrap();
+    let c = store(&backend, "c");
+    c.store("k", b"stored before", None).unwrap();
+    checkpoint(&path);
+    overwrite(&path, 0, &[0xAB; 100]);
+    let damaged = fs::read(&path).unwrap();
+
+    let error = c.retrieve("k").expect_err("the damaged file is not read");
+    let text = chain(&error);
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(
+        text.contains("reading key \"k\" of container \"c\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("is not an SQLite cache file or is damaged: file is not a database"),
+        "{text}"
+    );
+    let aside = beside(&path, ".damaged");
+    assert!(text.contains(&format!("moved to {aside:?}")), "{text}");
+    assert_eq!(
+        fs::read(&aside).unwrap(),
+        damaged,
+        "the damaged file is kept"
+    );
+
+    // The calls after it use a new, empty file at the path.
+    assert_eq!(c.retrieve("k").unwrap(), None);
+    c.store("k", b"stored after", None).unwrap();
+    let reopened = FileBackend::open(&path).unwrap();
+    assert_eq!(
+        store(&reopened, "c").retrieve("k").unwrap().as_deref(),
+        Some(&b"stored after"[..])
+    );
+}
+
+#[test]
+fn a_damaged_file_shared_with_other_tables_is_reported_and_left_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.sqlite3");
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('mine');")
+        .unwrap();
+    let backend = FileBackend::open(&path).unwrap();
+    let c = store(&backend, "c");
+    c.store("k", b"v", None).unwrap();
+    checkpoint(&path);
+    overwrite(&path, 0, &[0xAB; 100]);
+    let damaged = fs::read(&path).unwrap();
+
+    for _ in 0..2 {
+        let text = chain(&c.retrieve("k").expect_err("the damaged file is not read"));
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(
+            text.contains("is not an SQLite cache file or is damaged"),
+            "{text}"
+        );
+        assert!(text.contains("holds other tables than kvcache's"), "{text}");
+    }
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        damaged,
+        "the file is left as it is"
+    );
+    assert!(!beside(&path, ".damaged").exists());
+
+    // Deleted by hand, it is followed.
+    fs::remove_file(&path).unwrap();
+    thread::sleep(NOTICE);
+    assert_eq!(c.retrieve("k").unwrap(), None);
+}
+
+#[test]
+fn a_file_truncated_while_in_use_is_damaged_not_busy_for_every_backend_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kv.sqlite3");
+    let busy_timeout = Duration::from_secs(2);
+    let backend = FileBackend::builder(&path)
+        .busy_timeout(busy_timeout)
+        .open()
+        .unwrap();
+    let c = store(&backend, "c");
+    c.store("k", b"stored before", None).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+
+    // Reopened while another connection still holds its log: SQLite would wait for a lock
+    // it never gets, and then say the database is locked.
+    let started = Instant::now();
+    let error = FileBackend::builder(&path)
+        .busy_timeout(busy_timeout)
+        .open()
+        .expect_err("a truncated file is refused");
+    let text = chain(&error);
+    assert!(started.elapsed() < busy_timeout, "refused at once");
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(
+        text.contains("is not an SQLite cache file or is damaged"),
+        "{text}"
+    );
+    assert!(text.contains("truncated"), "{text}");
+    assert!(!text.contains("busy timeout"), "{text}");
+
+    // The backend that had it open finds it too, and carries on with a new file.
+    thread::sleep(NOTICE);
+    let text = chain(&c.retrieve("k").expect_err("the truncated file is not read"));
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(
+        text.contains("is not an SQLite cache file or is damaged: it was truncated"),
+        "{text}"
+    );
+    assert!(beside(&path, ".damaged").exists());
+    assert_eq!(c.retrieve("k").unwrap(), None);
+    c.store("k", b"stored after", None).unwrap();
+    let reopened = FileBackend::open(&path).unwrap();
+    assert_eq!(
+        store(&reopened, "c").retrieve("k").unwrap().as_deref(),
+        Some(&b"stored after"[..])
+    );
+}
+
+#[test]
+fn a_file_deleted_where_no_new_one_can_be_created_fails_naming_the_path_until_it_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let locked = dir.path().join("locked");
+    let path = locked.join("kv.sqlite3");
+    let backend = FileBackend::open(&path).unwrap();
+    let c = store(&backend, "c");
+    c.store("k", b"old", None).unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        fs::remove_file(beside(&path, suffix)).unwrap();
+    }
+    let Some(guard) = unwritable_directory(&locked) else {
+        return skip("a file deleted where no new one can be created", NO_MODES);
+    };
+    thread::sleep(NOTICE);
+
+    for _ in 0..2 {
+        let text = chain(&c.retrieve("k").expect_err("no file to read"));
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("the file was deleted while in use"), "{text}");
+        assert!(text.contains("cannot create it"), "{text}");
+    }
+    drop(guard);
+    // Tried again a while later.
+    thread::sleep(Duration::from_millis(1100));
+    assert_eq!(c.retrieve("k").unwrap(), None);
+    c.store("k", b"new", None).unwrap();
+    assert!(path.exists());
 }
