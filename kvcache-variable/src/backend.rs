@@ -53,6 +53,9 @@ struct Shard {
     /// rewritten or removed since is skipped.
     order: VecDeque<(u64, u64)>,
     next_seq: u64,
+    /// Whether an entry with an expiry was ever stored here: only then are a full shard's oldest
+    /// writes probed for expired entries (each probe is a look-up, likely a cache miss).
+    expiring: bool,
 }
 
 #[derive(Debug)]
@@ -214,6 +217,7 @@ impl Store for Region {
         let expires = ttl.map_or(NEVER, |ttl| expires_at(tables.now(), ttl));
         let mut shard = write(tables.shard(hash));
         let shard = &mut *shard;
+        shard.expiring |= expires != NEVER;
         let seq = shard.next_seq;
         shard.next_seq += 1;
         if let Some(entry) = shard.table.find_mut(hash, |e| e.is(container, key)) {
@@ -222,7 +226,7 @@ impl Store for Region {
             entry.seq = seq;
         } else {
             if let Some(capacity) = tables.shard_capacity {
-                if shard.table.len() >= capacity {
+                if shard.expiring && shard.table.len() >= capacity {
                     // Expired entries among the oldest few writes go first; then the oldest
                     // write, expired or not. A full shard never scans itself.
                     let now = tables.now();
