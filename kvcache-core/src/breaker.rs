@@ -171,24 +171,26 @@ impl fmt::Debug for Breaker {
     }
 }
 
-impl Space {
-    /// This space with its calls run through `breaker`; a memory space is never unreachable and
-    /// is left as it is.
-    pub(crate) fn guarded(self, breaker: &Arc<Breaker>) -> Space {
-        if breaker.backoff.is_zero() {
-            return self;
+impl Breaker {
+    /// The two views of `space`, synchronous and async, with their calls run through this
+    /// breaker. The views are guarded, not the native store, so that a call refused during an
+    /// outage costs no adapter: no hop to kvcache's runtime, no task on the blocking pool. A
+    /// memory space is never unreachable and is left as it is.
+    pub(crate) fn views(self: &Arc<Self>, space: &Space) -> (Arc<dyn Store>, Arc<dyn AsyncStore>) {
+        let (sync, nonblocking) = (space.sync_store(), space.async_store());
+        if space.is_memory() || self.backoff.is_zero() {
+            return (sync, nonblocking);
         }
-        match self {
-            Space::Memory(store) => Space::Memory(store),
-            Space::Blocking(store) => Space::Blocking(Arc::new(Guarded {
-                store,
-                breaker: Arc::clone(breaker),
-            })),
-            Space::Async(store) => Space::Async(Arc::new(Guarded {
-                store,
-                breaker: Arc::clone(breaker),
-            })),
-        }
+        (
+            Arc::new(Guarded {
+                store: sync,
+                breaker: Arc::clone(self),
+            }),
+            Arc::new(Guarded {
+                store: nonblocking,
+                breaker: Arc::clone(self),
+            }),
+        )
     }
 }
 

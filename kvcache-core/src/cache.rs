@@ -183,10 +183,7 @@ impl Builder {
             })?;
             cache.insert_slot(Slot::new(
                 name.clone(),
-                (
-                    backend_name.clone(),
-                    cache.open(backend_name, backend, name)?,
-                ),
+                cache.open(backend_name, backend, name)?,
                 spec.options,
                 generator.map(|registration| registration.generator()),
             ))?;
@@ -398,7 +395,7 @@ impl KvCache {
         })?;
         self.insert_slot(Slot::new(
             name.to_owned(),
-            (backend.to_owned(), self.open(backend, instance, name)?),
+            self.open(backend, instance, name)?,
             options,
             generator,
         ))
@@ -458,20 +455,25 @@ impl KvCache {
         );
         self.insert_slot(Slot::new(
             name.to_owned(),
-            (IMPLICIT_KIND.to_owned(), backend.open(name)?),
+            (IMPLICIT_KIND.to_owned(), backend.open(name)?, None),
             ContainerOptions::default(),
             Some(generator),
         ))
     }
 
-    /// The space of container `container` on the backend declared as `name`, behind the
-    /// backend's breaker.
-    fn open(&self, name: &str, backend: &Arc<dyn Backend>, container: &str) -> Result<Space> {
-        let space = backend.open(container)?;
-        Ok(match self.breakers.get(name) {
-            Some(breaker) => space.guarded(breaker),
-            None => space,
-        })
+    /// What a slot of container `container` on the backend declared as `name` is made of: the
+    /// backend's name, its space for the container, and the backend's breaker.
+    fn open(
+        &self,
+        name: &str,
+        backend: &Arc<dyn Backend>,
+        container: &str,
+    ) -> Result<(String, Space, Option<&Arc<Breaker>>)> {
+        Ok((
+            name.to_owned(),
+            backend.open(container)?,
+            self.breakers.get(name),
+        ))
     }
 
     fn insert_slot(&self, slot: Slot) -> Result<()> {

@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::backend::{AsyncStore, Space, Store};
+use crate::breaker::Breaker;
 use crate::codec::Codec;
 use crate::error::{Error, Result, Source};
 use crate::flight::{Flights, Leader, Outcome, Role};
@@ -34,18 +35,24 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
+    /// The slot of container `name` on `space` of the backend `backend_name`, whose calls go
+    /// through `breaker` when it has one.
     pub(crate) fn new(
         name: String,
-        (backend_name, space): (String, Space),
+        (backend_name, space, breaker): (String, Space, Option<&Arc<Breaker>>),
         options: ContainerOptions,
         generator: Option<Generator>,
     ) -> Self {
+        let (sync, nonblocking) = match breaker {
+            Some(breaker) => breaker.views(&space),
+            None => (space.sync_store(), space.async_store()),
+        };
         Slot {
             name,
             backend_name,
             options,
-            sync: space.sync_store(),
-            nonblocking: space.async_store(),
+            sync,
+            nonblocking,
             memory: space.is_memory(),
             generator: RwLock::new(generator),
             flights: Arc::default(),
