@@ -477,14 +477,23 @@ fn run_once<C, T>(conn: &mut C, f: &mut impl FnMut(&mut C) -> QueryResult<T>) ->
     let mut retries = 0;
     loop {
         match f(conn) {
-            Err(diesel::result::Error::DatabaseError(
-                DatabaseErrorKind::SerializationFailure,
-                _,
-            )) if retries < RETRIES => {
-                retries += 1;
-            }
+            Err(error) if is_deadlock(&error) && retries < RETRIES => retries += 1,
             result => return result,
         }
+    }
+}
+
+/// Whether `error` says the database picked the statement as the victim of a deadlock or a
+/// serialization failure. diesel reads MySQL's deadlock and PostgreSQL's serialization failure
+/// (40001) as `SerializationFailure`, but PostgreSQL's deadlock (40P01) as `Unknown`: its
+/// message tells it ("deadlock detected", in the server's default English messages).
+fn is_deadlock(error: &diesel::result::Error) -> bool {
+    match error {
+        diesel::result::Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => true,
+        diesel::result::Error::DatabaseError(DatabaseErrorKind::Unknown, info) => {
+            info.message().contains("deadlock detected")
+        }
+        _ => false,
     }
 }
 
