@@ -3,6 +3,9 @@
 use std::fmt;
 use std::time::Duration;
 
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
 use futures_util::future::join_all;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -25,10 +28,11 @@ use crate::stats::Stats;
 ///
 /// - A backend whose store blocks (file, SQL) runs each call on tokio's blocking pool; an
 ///   in-memory one is called inline; an async one (Redis) is awaited.
-/// - On a miss the generation runs in a task of its own, spawned on the caller's runtime: the
-///   caller, and every caller that joins it, await its outcome. A caller whose future is
-///   dropped (a timeout, a client that hung up) leaves the generation to finish, store its value
-///   and hand it to the others: nobody waits on a future that no one polls.
+/// - On a miss the first caller drives the generation, shared with a task spawned on its
+///   runtime, and every caller that joins it awaits its outcome. A caller whose future is
+///   dropped (a timeout, a client that hung up), or never polled again, leaves the task to
+///   finish the generation, store its value and give it to the others: nobody waits on a future
+///   that no one polls.
 /// - A synchronous generator runs on the blocking pool, an async one in that task.
 pub struct AsyncContainer<V> {
     typed: Typed<V>,
@@ -72,7 +76,7 @@ impl<V: Serialize + DeserializeOwned + Send + 'static> AsyncContainer<V> {
     /// # Errors
     ///
     /// Those of [`Container::get`]. A generator that panics is
-    /// [`Error::Generator`] for every caller, its first included.
+    /// [`Error::Generator`](crate::Error::Generator) for every caller, its first included.
     pub async fn get(&self, key: &str) -> Result<V> {
         let landed_before = self.typed.slot.flights.landed();
         let keep = match self.peek(key).await {
@@ -175,7 +179,18 @@ impl<V: Serialize + DeserializeOwned + Send + 'static> AsyncContainer<V> {
         let roles = self.typed.join(keys, missed);
         let batch = Batch::new(self.typed.clone(), roles.led, keep);
         if !batch.is_empty() {
-            runtime.spawn(lead(batch, self.typed.clone(), call));
+            // Shared between this caller and a task of its own: awaited here it starts at once
+            // (a spawned task alone would wait behind every task the runtime has queued, 10,000
+            // in a stampede); the task drives it when this caller stops polling (moka #240) or
+            // stops waiting. A generator that panics is caught: the lead is dropped, its
+            // leaders land the abandoned error, and every caller reads it from its flight.
+            let lead = AssertUnwindSafe(lead(batch, self.typed.clone(), call))
+                .catch_unwind()
+                .map(drop)
+                .boxed()
+                .shared();
+            drop(runtime.spawn(lead.clone()));
+            lead.await;
         }
         let mut values = Vec::with_capacity(roles.waits.len());
         for (index, flight) in roles.waits {
@@ -185,7 +200,7 @@ impl<V: Serialize + DeserializeOwned + Send + 'static> AsyncContainer<V> {
     }
 }
 
-/// Generates, stores and lands the keys of `batch`, in a task of its own.
+/// Generates, stores and lands the keys of `batch`.
 async fn lead<V>(mut batch: Batch<V>, typed: Typed<V>, call: Call<V>)
 where
     V: Serialize + DeserializeOwned + Send + 'static,
