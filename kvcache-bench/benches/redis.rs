@@ -13,6 +13,10 @@
 //!   against one `redis::aio::MultiplexedConnection` that the peer's tasks share, both awaited
 //!   in tasks of one multi-thread runtime of the bench's own (a worker per core); 64 tasks share
 //!   the hits of the second group, which also times kvcache's synchronous path on 64 threads.
+//! - `redis/hit-turns` and `redis/async-turns`: the string32 hit, one task's async hit and the
+//!   64 tasks' hits again, the two sides timed in alternating rounds (`kvcache_bench::Turns`);
+//!   the median ratio is printed, steadier than two estimates made seconds apart on a loopback
+//!   whose round trip drifts.
 //!
 //! The server is `KVCACHE_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`); when it cannot be
 //! reached the benchmark prints a notice and measures nothing (under `CI=true` it fails). Every
@@ -22,11 +26,13 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use kvcache::{Container, KvCache};
-use kvcache_bench::{Hand, KEYS, Kib, awaited, batches, concurrent, keys, kib, string32, threads};
+use kvcache_bench::{
+    Hand, KEYS, Kib, Turns, awaited, batches, concurrent, keys, kib, string32, threads,
+};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, Commands, Connection};
 use serde::Serialize;
@@ -236,6 +242,39 @@ fn hits(c: &mut Criterion, server: &Server) {
         b.iter(|| raw.get::<Kib>("structs", black_box(next())).unwrap())
     });
     group.finish();
+
+    // The string32 hit again, the sides in turns (see `Turns`): the ratio is printed.
+    let mut group = c.benchmark_group("redis/hit-turns");
+    group.sample_size(20);
+    let mut turns = Turns::default();
+    let (mut kvcache_key, mut raw_key) = (0, 0);
+    group.bench_function(BenchmarkId::new("kvcache-vs-redis", "string32"), |b| {
+        b.iter_custom(|iters| {
+            let kvcache = |n| {
+                let start = Instant::now();
+                for _ in 0..n {
+                    kvcache_key = (kvcache_key + 1) % KEYS;
+                    black_box(strings.get(black_box(&keys[kvcache_key])).unwrap());
+                }
+                start.elapsed()
+            };
+            let peer = |n| {
+                let start = Instant::now();
+                for _ in 0..n {
+                    raw_key = (raw_key + 1) % KEYS;
+                    let key = black_box(&keys[raw_key]);
+                    black_box(raw.get::<String>("strings", key).unwrap());
+                }
+                start.elapsed()
+            };
+            turns.take(iters, 200, kvcache, peer)
+        })
+    });
+    group.finish();
+    println!(
+        "redis sync turns, one hit, kvcache ÷ raw: {}",
+        turns.summary()
+    );
 }
 
 /// A miss: the generator runs and its value is stored. Each iteration removes the key first.
@@ -420,57 +459,60 @@ fn async_path(c: &mut Criterion, server: &Server) {
         );
     });
 
-    let mut group = c.benchmark_group("redis/async-hit");
-    let mut i = 0;
-    let mut next = || {
-        i = (i + 1) % KEYS;
-        keys[i].as_str()
-    };
-    group.bench_function(BenchmarkId::new("kvcache", "string32"), |b| {
-        b.iter_custom(|iters| {
-            awaited(&runtime, iters, async || {
-                strings.get(black_box(next())).await.unwrap()
-            })
-        })
-    });
+    // One side's work, as a function of the number of calls, for criterion and for turns.
+    let (mut kvcache_key, mut raw_key) = (0, 0);
     let mut one = raw.clone();
-    group.bench_function(BenchmarkId::new("redis", "string32"), |b| {
-        b.iter_custom(|iters| {
-            awaited(&runtime, iters, async || {
-                one.get::<String>("strings", black_box(next()))
-                    .await
-                    .unwrap()
-            })
+    let mut kvcache_hits = |iters| {
+        awaited(&runtime, iters, async || {
+            kvcache_key = (kvcache_key + 1) % KEYS;
+            strings.get(black_box(&keys[kvcache_key])).await.unwrap()
         })
+    };
+    let mut raw_hits = |iters| {
+        awaited(&runtime, iters, async || {
+            raw_key = (raw_key + 1) % KEYS;
+            let key = black_box(&keys[raw_key]);
+            one.get::<String>("strings", key).await.unwrap()
+        })
+    };
+    let kvcache_tasks = |iters| {
+        concurrent(&runtime, TASKS, iters, |calls| {
+            let (strings, keys) = (strings.clone(), Arc::clone(&keys));
+            async move {
+                for call in calls {
+                    black_box(strings.get(&keys[call % KEYS]).await.unwrap());
+                }
+            }
+        })
+    };
+    let raw_tasks = |iters| {
+        concurrent(&runtime, TASKS, iters, |calls| {
+            let (mut raw, keys) = (raw.clone(), Arc::clone(&keys));
+            async move {
+                for call in calls {
+                    let key = &keys[call % KEYS];
+                    black_box(raw.get::<String>("strings", key).await.unwrap());
+                }
+            }
+        })
+    };
+
+    let mut group = c.benchmark_group("redis/async-hit");
+    group.bench_function(BenchmarkId::new("kvcache", "string32"), |b| {
+        b.iter_custom(&mut kvcache_hits)
+    });
+    group.bench_function(BenchmarkId::new("redis", "string32"), |b| {
+        b.iter_custom(&mut raw_hits)
     });
     group.finish();
 
     let mut group = c.benchmark_group(format!("redis/async-{TASKS}-tasks"));
     group.throughput(Throughput::Elements(1));
     group.bench_function(BenchmarkId::new("kvcache", "string32"), |b| {
-        b.iter_custom(|iters| {
-            concurrent(&runtime, TASKS, iters, |calls| {
-                let (strings, keys) = (strings.clone(), Arc::clone(&keys));
-                async move {
-                    for call in calls {
-                        black_box(strings.get(&keys[call % KEYS]).await.unwrap());
-                    }
-                }
-            })
-        })
+        b.iter_custom(kvcache_tasks)
     });
     group.bench_function(BenchmarkId::new("redis", "string32"), |b| {
-        b.iter_custom(|iters| {
-            concurrent(&runtime, TASKS, iters, |calls| {
-                let (mut raw, keys) = (raw.clone(), Arc::clone(&keys));
-                async move {
-                    for call in calls {
-                        let key = &keys[call % KEYS];
-                        black_box(raw.get::<String>("strings", key).await.unwrap());
-                    }
-                }
-            })
-        })
+        b.iter_custom(raw_tasks)
     });
     group.bench_function(
         BenchmarkId::new(format!("kvcache-sync-{TASKS}-threads"), "string32"),
@@ -485,6 +527,29 @@ fn async_path(c: &mut Criterion, server: &Server) {
         },
     );
     group.finish();
+
+    // The same two comparisons with the sides in turns (see `Turns`); criterion's figure is
+    // kvcache's time, the ratio is printed.
+    let mut group = c.benchmark_group("redis/async-turns");
+    group.sample_size(20);
+    let (mut hit_turns, mut task_turns) = (Turns::default(), Turns::default());
+    group.bench_function(BenchmarkId::new("kvcache-vs-redis-hit", "string32"), |b| {
+        b.iter_custom(|iters| hit_turns.take(iters, 200, &mut kvcache_hits, &mut raw_hits))
+    });
+    group.bench_function(
+        BenchmarkId::new(format!("kvcache-vs-redis-{TASKS}-tasks"), "string32"),
+        |b| b.iter_custom(|iters| task_turns.take(iters, 20_000, kvcache_tasks, raw_tasks)),
+    );
+    group.finish();
+    for (what, turns) in [
+        ("one task's hit", hit_turns),
+        ("64 tasks' hits", task_turns),
+    ] {
+        println!(
+            "redis async turns, {what}, kvcache ÷ raw: {}",
+            turns.summary()
+        );
+    }
 }
 
 fn main() {

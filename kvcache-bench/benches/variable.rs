@@ -8,11 +8,12 @@
 #![allow(missing_docs)]
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, RwLock};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use kvcache::{Container, KvCache};
@@ -275,72 +276,178 @@ fn async_hits(c: &mut Criterion) {
 const STAMPEDE: usize = 10_000;
 const GENERATOR_SLEEPS: Duration = Duration::from_millis(50);
 
+/// What a stampede's generator reports: how often it ran, and how long after its round's first
+/// `get` it started.
+#[derive(Debug)]
+struct Probe {
+    calls: AtomicUsize,
+    epoch: Instant,
+    /// When the round's first `get` was made, in nanoseconds after `epoch`; 0 before it.
+    first_get: AtomicU64,
+    /// For each round, how long after its first `get` the generator started.
+    delays: std::sync::Mutex<Vec<Duration>>,
+}
+
+impl Probe {
+    fn new() -> Self {
+        Probe {
+            calls: AtomicUsize::new(0),
+            epoch: Instant::now(),
+            first_get: AtomicU64::new(0),
+            delays: std::sync::Mutex::default(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64 + 1
+    }
+
+    /// A task is about to `get`: the first of its round notes the time.
+    fn getting(&self) {
+        if self.first_get.load(Ordering::Relaxed) == 0 {
+            let now = self.now();
+            let _ = self
+                .first_get
+                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// The generator starts.
+    fn generating(&self) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let since = self
+            .now()
+            .saturating_sub(self.first_get.load(Ordering::Relaxed));
+        self.delays
+            .lock()
+            .unwrap()
+            .push(Duration::from_nanos(since));
+    }
+}
+
+/// The value a stampede's generator makes for `key`, after sleeping 50 ms; `probe` notes it.
+async fn slow_string32(key: &str, probe: &Probe) -> String {
+    probe.generating();
+    tokio::time::sleep(GENERATOR_SLEEPS).await;
+    string32(key)
+}
+
+/// A hand-written single flight: a map from each key to a `tokio::sync::OnceCell`, whose
+/// `get_or_init` runs one initializer and makes the other callers wait for it.
+type OnceCells = Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::OnceCell<String>>>>>;
+
 /// 10 000 tasks missing one key whose async generator sleeps 50 ms, on a current-thread runtime
-/// and on a multi-thread one: a fresh key each round, one generator call per round (asserted),
-/// every task gets the value. A round is timed from the moment all its tasks have started to the
-/// end of the last.
+/// and on a multi-thread one: kvcache's `AsyncContainer::get` against `moka::future::Cache`'s
+/// `get_with` and a hand-written map of `tokio::sync::OnceCell`s. A fresh key each round; every
+/// task must get the value, and the generator must run once a round (both asserted).
 fn async_stampede(c: &mut Criterion) {
     let mut group = c.benchmark_group("variable/async-stampede");
     group.sample_size(10);
+    let probe = Arc::new(Probe::new());
     let cache = cache();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&calls);
+    let generator_probe = Arc::clone(&probe);
     cache
         .register_async_generator("strings", move |key: String| {
-            counter.fetch_add(1, Ordering::SeqCst);
-            async move {
-                tokio::time::sleep(GENERATOR_SLEEPS).await;
-                string32(&key)
-            }
+            let probe = Arc::clone(&generator_probe);
+            async move { slow_string32(&key, &probe).await }
         })
         .unwrap();
     let strings = cache.async_container::<String>("strings").unwrap();
-    let mut round = 0_u64;
+    let moka_strings: moka::future::Cache<String, String> = moka::future::Cache::new(100_000);
+    let cells = OnceCells::default();
+    let mut rounds = 0_u64;
     for multi_thread in [false, true] {
-        let runtime = runtime(multi_thread);
-        let kind = if multi_thread {
-            "multi-thread"
-        } else {
-            "current-thread"
+        let mut stampede = Stampede {
+            runtime: runtime(multi_thread),
+            kind: if multi_thread {
+                "multi-thread"
+            } else {
+                "current-thread"
+            },
+            group: &mut group,
+            probe: &probe,
+            rounds: &mut rounds,
         };
-        let (mut rounds, mut slowest) = (0_u64, Duration::ZERO);
-        let before = calls.load(Ordering::SeqCst);
-        group.bench_function(format!("kvcache/{STAMPEDE}-tasks-{kind}"), |b| {
+        stampede.run("kvcache", |key| {
+            let strings = strings.clone();
+            async move { strings.get(&key).await.unwrap() }
+        });
+        stampede.run("moka-get_with", |key| {
+            let (moka_strings, probe) = (moka_strings.clone(), Arc::clone(&probe));
+            async move {
+                let init = async { slow_string32(&key, &probe).await };
+                moka_strings.get_with(key.to_string(), init).await
+            }
+        });
+        stampede.run("oncecell-map", |key| {
+            let (cells, probe) = (Arc::clone(&cells), Arc::clone(&probe));
+            async move {
+                let cell = Arc::clone(cells.lock().unwrap().entry(key.to_string()).or_default());
+                let init = || async { slow_string32(&key, &probe).await };
+                cell.get_or_init(init).await.clone()
+            }
+        });
+    }
+    group.finish();
+}
+
+/// The stampedes of one runtime.
+struct Stampede<'a, 'g> {
+    runtime: Runtime,
+    kind: &'static str,
+    group: &'a mut criterion::BenchmarkGroup<'g, criterion::measurement::WallTime>,
+    /// The generator's reports, of every side.
+    probe: &'a Arc<Probe>,
+    /// The rounds run so far, of every side: the next round's key is `cold-N`.
+    rounds: &'a mut u64,
+}
+
+impl Stampede<'_, '_> {
+    /// Times rounds of [`STAMPEDE`] tasks each awaiting `get(key)` of one fresh key, from the
+    /// moment all have started to the end of the last (see [`concurrent`]).
+    fn run<Fut>(&mut self, name: &str, get: impl Fn(Arc<str>) -> Fut)
+    where
+        Fut: Future<Output = String> + Send + 'static,
+    {
+        let (runtime, probe, rounds) = (&self.runtime, self.probe, &mut *self.rounds);
+        let (mut these, mut slowest) = (0_u64, Duration::ZERO);
+        probe.delays.lock().unwrap().clear();
+        let id = format!("{name}/{STAMPEDE}-tasks-{}", self.kind);
+        self.group.bench_function(id, |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    round += 1;
-                    let key: Arc<str> = format!("cold-{round}").into();
+                    *rounds += 1;
+                    let key: Arc<str> = format!("cold-{rounds}").into();
                     let expected: Arc<str> = string32(&key).into();
-                    let called = calls.load(Ordering::SeqCst);
-                    let took = concurrent(&runtime, STAMPEDE, STAMPEDE as u64, |_| {
-                        let (strings, key, expected) =
-                            (strings.clone(), Arc::clone(&key), Arc::clone(&expected));
+                    let before = probe.calls.load(Ordering::SeqCst);
+                    probe.first_get.store(0, Ordering::SeqCst);
+                    let took = concurrent(runtime, STAMPEDE, STAMPEDE as u64, |_| {
+                        let (value, expected) = (get(Arc::clone(&key)), Arc::clone(&expected));
+                        let probe = Arc::clone(probe);
                         async move {
-                            assert_eq!(*strings.get(&key).await.unwrap(), *expected);
+                            probe.getting();
+                            assert_eq!(*value.await, *expected);
                         }
                     });
-                    assert_eq!(
-                        calls.load(Ordering::SeqCst) - called,
-                        1,
-                        "the generator ran more than once in a round"
-                    );
-                    (rounds, slowest) = (rounds + 1, slowest.max(took));
+                    let called = probe.calls.load(Ordering::SeqCst) - before;
+                    assert_eq!(called, 1, "{name}: {called} generator calls in one round");
+                    (these, slowest) = (these + 1, slowest.max(took));
                     total += took;
                 }
                 total
             })
         });
-        let generated = calls.load(Ordering::SeqCst) - before;
-        println!(
-            "async stampede, {kind}: {generated} generator calls in {rounds} rounds of {STAMPEDE} tasks; slowest round {slowest:.1?}"
-        );
-        assert_eq!(
-            generated as u64, rounds,
-            "the generator ran more than once in a round"
-        );
+        if these > 0 {
+            let mut delays = probe.delays.lock().unwrap().clone();
+            delays.sort_unstable();
+            println!(
+                "{name} stampede, {}: 1 generator call in each of {these} rounds of {STAMPEDE} tasks; slowest round {slowest:.1?}; the generator started a median {:.2?} after the round's first get",
+                self.kind,
+                delays[delays.len() / 2]
+            );
+        }
     }
-    group.finish();
 }
 
 criterion_group!(

@@ -150,6 +150,75 @@ pub fn threads(count: usize, total: u64, work: impl Fn(Calls) + Sync) -> Duratio
     })
 }
 
+/// kvcache and its peer timed in turns, round after round, so that a machine whose speed drifts
+/// (a loopback whose round trip jumps between 20 and 120 µs) slows both alike: the median of the
+/// rounds' ratios is steadier than two estimates made seconds apart.
+#[derive(Debug, Default)]
+pub struct Turns {
+    /// Each full round's kvcache time ÷ peer time.
+    ratios: Vec<f64>,
+    kvcache: Duration,
+    peer: Duration,
+    calls: u64,
+    /// Every round so far, full or not: who goes first alternates with it.
+    rounds: u64,
+}
+
+impl Turns {
+    /// Makes `iters` calls on each side, in rounds of at most `round` calls, kvcache first in
+    /// one round and the peer first in the next; returns kvcache's time, for criterion. Only
+    /// full rounds count in [`summary`](Turns::summary).
+    pub fn take(
+        &mut self,
+        iters: u64,
+        round: u64,
+        mut kvcache: impl FnMut(u64) -> Duration,
+        mut peer: impl FnMut(u64) -> Duration,
+    ) -> Duration {
+        let (mut total, mut left) = (Duration::ZERO, iters);
+        while left > 0 {
+            let n = left.min(round);
+            self.rounds += 1;
+            let (k, p) = if self.rounds.is_multiple_of(2) {
+                let k = kvcache(n);
+                (k, peer(n))
+            } else {
+                let p = peer(n);
+                (kvcache(n), p)
+            };
+            if n == round {
+                self.ratios.push(k.as_secs_f64() / p.as_secs_f64());
+                (self.kvcache, self.peer, self.calls) =
+                    (self.kvcache + k, self.peer + p, self.calls + n);
+            }
+            total += k;
+            left -= n;
+        }
+        total
+    }
+
+    /// The median of the full rounds' ratios (kvcache ÷ peer, in time: below 1 is faster), their
+    /// quartiles, and the time a call over all of them.
+    pub fn summary(&self) -> String {
+        if self.ratios.is_empty() {
+            return "no full round".to_owned();
+        }
+        let mut ratios = self.ratios.clone();
+        ratios.sort_by(f64::total_cmp);
+        let at = |q: f64| ratios[((ratios.len() - 1) as f64 * q).round() as usize];
+        let per_call = |total: Duration| total / u32::try_from(self.calls).unwrap_or(u32::MAX);
+        format!(
+            "median ratio {:.3} (quartiles {:.3}-{:.3}) over {} rounds; kvcache {:.2?}, peer {:.2?} a call",
+            at(0.5),
+            at(0.25),
+            at(0.75),
+            ratios.len(),
+            per_call(self.kvcache),
+            per_call(self.peer),
+        )
+    }
+}
+
 /// A value the raw peers encode by hand.
 pub trait Hand: Sized {
     /// The value's bytes.
