@@ -23,13 +23,13 @@ const MAX_PX: u64 = i64::MAX as u64 / 2;
 ///
 /// Built from a [`RedisConfig`] ([`RedisConfig::open`]), or by `kvcache::init` for
 /// `backend.NAME = redis`. It holds one multiplexed connection (redis-rs's
-/// [`ConnectionManager`]), which every container and every caller share: concurrent commands
-/// are pipelined on it. A connection the server dropped (it restarted) is replaced on the next
-/// call, without rebuilding anything.
+/// [`MultiplexedConnection`]), which every container and every caller share: concurrent
+/// commands are pipelined on it. A connection the server dropped (it restarted) is replaced on
+/// the next call, without rebuilding anything.
 ///
-/// The connection lives on kvcache's own runtime ([`kvcache_core::runtime`]), so that it
-/// outlives any runtime of the application's; async callers on another runtime send their
-/// commands there. Cloning is cheap: clones share the connection.
+/// Calls use the connection from the caller's own task. Connecting always runs on kvcache's
+/// own runtime ([`kvcache_core::runtime`]), so that the task driving the connection outlives
+/// any runtime of the application's. Cloning is cheap: clones share the connection.
 ///
 /// Its `Debug` output names the host and port (or socket), never the URL's credentials.
 #[derive(Clone)]
