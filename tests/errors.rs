@@ -170,7 +170,7 @@ fn a_generator_error_names_the_container_and_key_and_keeps_its_source() {
 }
 
 /// A value whose serialisation always fails.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct Unencodable;
 
 impl Serialize for Unencodable {

@@ -214,14 +214,19 @@ struct Hold {
 
 #[derive(Debug)]
 struct SlowStore {
-    inner: Arc<dyn kvcache::Store>,
+    inner: Arc<dyn kvcache::MemoryStore>,
     hold: Arc<Hold>,
 }
 
 impl kvcache::Backend for SlowMiss {
     fn open(&self, container: &str) -> kvcache::Result<kvcache::Space> {
+        let inner = self
+            .inner
+            .open(container)?
+            .memory_store()
+            .expect("in memory");
         Ok(kvcache::Space::Memory(Arc::new(SlowStore {
-            inner: self.inner.open(container)?.sync_store(),
+            inner,
             hold: Arc::clone(&self.hold),
         })))
     }
@@ -230,25 +235,25 @@ impl kvcache::Backend for SlowMiss {
     }
 }
 
-impl kvcache::Store for SlowStore {
-    fn store(&self, k: &str, v: &[u8], ttl: Option<Duration>) -> kvcache::Result<()> {
-        self.inner.store(k, v, ttl)
+impl kvcache::MemoryStore for SlowStore {
+    fn insert(&self, k: &str, v: kvcache::Held, weight: u64, ttl: Option<Duration>) {
+        self.inner.insert(k, v, weight, ttl);
     }
-    fn retrieve(&self, k: &str) -> kvcache::Result<Option<Vec<u8>>> {
-        let found = self.inner.retrieve(k)?;
+    fn get_with(&self, k: &str, read: &mut dyn FnMut(&kvcache::Held)) -> bool {
+        let found = self.inner.get_with(k, read);
         if self.hold.next.swap(false, Ordering::SeqCst) {
             let release = self.hold.release.lock().unwrap().take().unwrap();
             release
                 .recv_timeout(Duration::from_secs(30))
                 .expect("released");
         }
-        Ok(found)
+        found
     }
-    fn invalidate(&self, k: &str) -> kvcache::Result<()> {
-        self.inner.invalidate(k)
+    fn remove(&self, k: &str) {
+        self.inner.remove(k);
     }
-    fn clear(&self) -> kvcache::Result<()> {
-        self.inner.clear()
+    fn clear(&self) {
+        self.inner.clear();
     }
 }
 

@@ -21,7 +21,6 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use kvcache::{Container, KvCache};
 use kvcache_bench::{BATCH, Hand, KEYS, Kib, batches, keys, kib, string32};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params};
-use serde::Serialize;
 
 /// A directory of this process's own, deleted when dropped.
 struct TempDir(PathBuf);
@@ -52,7 +51,7 @@ fn cache(dir: &TempDir) -> KvCache {
     .unwrap()
 }
 
-fn container<V: Serialize + serde::de::DeserializeOwned + 'static>(
+fn container<V: kvcache::Value>(
     cache: &KvCache,
     name: &str,
 ) -> Container<V> {

@@ -35,7 +35,6 @@ use kvcache_bench::{
 };
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, Commands, Connection};
-use serde::Serialize;
 use tokio::runtime::Runtime;
 
 /// The server and this run's prefix; every key under the prefix is deleted when dropped.
@@ -126,10 +125,7 @@ impl Drop for Server {
     }
 }
 
-fn container<V: Serialize + serde::de::DeserializeOwned + 'static>(
-    cache: &KvCache,
-    name: &str,
-) -> Container<V> {
+fn container<V: kvcache::Value>(cache: &KvCache, name: &str) -> Container<V> {
     cache.container(name).unwrap()
 }
 

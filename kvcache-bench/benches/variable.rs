@@ -18,22 +18,20 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use kvcache::{Container, KvCache};
 use kvcache_bench::{KEYS, Kib, awaited, concurrent, keys, kib, string32, threads};
-use serde::Serialize;
 use tokio::runtime::{Builder, Runtime};
 
+/// A tier bounded as its moka peers are (10,000 entries), so both keep their policy's books.
 fn cache() -> KvCache {
     kvcache::init([
         ("backend.mem", "variable"),
+        ("backend.mem.max_entries", "10000"),
         ("container.strings.backend", "mem"),
         ("container.structs.backend", "mem"),
     ])
     .unwrap()
 }
 
-fn container<V: Serialize + serde::de::DeserializeOwned + 'static>(
-    cache: &KvCache,
-    name: &str,
-) -> Container<V> {
+fn container<V: kvcache::Value>(cache: &KvCache, name: &str) -> Container<V> {
     cache.container(name).unwrap()
 }
 
@@ -215,6 +213,58 @@ fn contention(c: &mut Criterion) {
     let (calls, rounds) = (calls.load(Ordering::SeqCst), rounds);
     println!("stampede: {calls} generator calls in {rounds} rounds of 64 threads");
     assert_eq!(calls, rounds, "the generator ran more than once in a round");
+}
+
+/// Two threads mixing 90% hits on 5,000 resident keys with 10% misses on new keys, on tiers
+/// bounded to 10,000 entries: a miss generates (kvcache) or inserts (moka) a 32-byte string.
+fn mixed(c: &mut Criterion) {
+    let mut group = c.benchmark_group("variable/mixed-90-10");
+    group.throughput(criterion::Throughput::Elements(1));
+    let cache = kvcache::init([
+        ("backend.mem", "variable"),
+        ("backend.mem.max_entries", "10000"),
+        ("container.c.backend", "mem"),
+    ])
+    .unwrap();
+    cache
+        .register_generator("c", |key: &str| string32(key))
+        .unwrap();
+    let ours = container::<String>(&cache, "c");
+    let moka = moka::sync::Cache::new(10_000);
+    let hot: Vec<String> = (0..5_000).map(|i| format!("hot-{i}")).collect();
+    for key in &hot {
+        ours.get(key).unwrap();
+        moka.insert(key.clone(), string32(key));
+    }
+    let fresh = AtomicU64::new(0);
+    let key_of = |call: usize| -> String {
+        if call % 10 == 9 {
+            format!("new-{}", fresh.fetch_add(1, Ordering::Relaxed))
+        } else {
+            hot[call * 7_919 % 5_000].clone()
+        }
+    };
+    group.bench_function("kvcache/2-threads", |b| {
+        b.iter_custom(|iters| {
+            threads(2, iters, |calls| {
+                calls.for_each(|call| drop(black_box(ours.get(&key_of(call)).unwrap())));
+            })
+        })
+    });
+    group.bench_function("moka/2-threads", |b| {
+        b.iter_custom(|iters| {
+            threads(2, iters, |calls| {
+                calls.for_each(|call| {
+                    let key = key_of(call);
+                    if black_box(moka.get(&key)).is_none() {
+                        let value = string32(&key);
+                        moka.insert(key, value);
+                    }
+                });
+            })
+        })
+    });
+    group.finish();
 }
 
 /// The time two threads take to call `f` `iters` times each.
@@ -456,6 +506,7 @@ criterion_group!(
     sets,
     misses,
     contention,
+    mixed,
     async_hits,
     async_stampede
 );

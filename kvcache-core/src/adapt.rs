@@ -9,13 +9,15 @@ use std::time::Duration;
 
 use crate::backend::{AsyncStore, BoxFuture, Space, Store};
 use crate::error::{Error, Result};
+use crate::memory::{ByteView, MemoryStore};
 use crate::runtime;
 
 impl Space {
     /// The store as synchronous callers use it.
     pub fn sync_store(&self) -> Arc<dyn Store> {
         match self {
-            Space::Memory(store) | Space::Blocking(store) => Arc::clone(store),
+            Space::Memory(store) => Arc::new(ByteView(Arc::clone(store))),
+            Space::Blocking(store) => Arc::clone(store),
             Space::Async(store) => Arc::new(Driven(Arc::clone(store))),
         }
     }
@@ -24,7 +26,7 @@ impl Space {
     /// containers call it inline (see [`is_memory`](Space::is_memory)).
     pub fn async_store(&self) -> Arc<dyn AsyncStore> {
         match self {
-            Space::Memory(store) => Arc::new(Inline(Arc::clone(store))),
+            Space::Memory(store) => Arc::new(Inline(Arc::new(ByteView(Arc::clone(store))))),
             Space::Blocking(store) => Arc::new(OnBlockingPool(Arc::clone(store))),
             Space::Async(store) => Arc::clone(store),
         }
@@ -33,6 +35,14 @@ impl Space {
     /// Whether its calls never block, so async callers may call its synchronous side inline.
     pub fn is_memory(&self) -> bool {
         matches!(self, Space::Memory(_))
+    }
+
+    /// The in-memory store, for a [`Space::Memory`].
+    pub fn memory_store(&self) -> Option<Arc<dyn MemoryStore>> {
+        match self {
+            Space::Memory(store) => Some(Arc::clone(store)),
+            _ => None,
+        }
     }
 }
 

@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use std::panic::AssertUnwindSafe;
 
+use crate::codec::Value;
 use futures_util::FutureExt;
 use futures_util::future::join_all;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::container::Container;
 use crate::error::Result;
@@ -46,7 +45,7 @@ impl<V> Clone for AsyncContainer<V> {
     }
 }
 
-impl<V: Serialize + DeserializeOwned + Send + 'static> AsyncContainer<V> {
+impl<V: Value> AsyncContainer<V> {
     pub(crate) fn new(typed: Typed<V>) -> Self {
         AsyncContainer { typed }
     }
@@ -100,11 +99,18 @@ impl<V: Serialize + DeserializeOwned + Send + 'static> AsyncContainer<V> {
     /// Those of [`get`](AsyncContainer::get), for the first key that fails.
     pub async fn get_many(&self, keys: &[&str]) -> Result<Vec<V>> {
         let landed_before = self.typed.slot.flights.landed();
-        let found = match self.typed.slot.memory {
-            true => self.typed.slot.sync.retrieve_many(keys),
-            false => self.typed.slot.nonblocking.retrieve_many(keys).await,
+        let (mut values, keep) = match &self.typed.slot.memory {
+            Some(memory) => (
+                keys.iter()
+                    .map(|key| self.typed.held(memory, key))
+                    .collect(),
+                Keep::Yes { landed_before },
+            ),
+            None => {
+                let found = self.typed.slot.nonblocking.retrieve_many(keys).await;
+                self.typed.looked_up(keys.len(), found, landed_before)?
+            }
         };
-        let (mut values, keep) = self.typed.looked_up(keys.len(), found, landed_before)?;
         let missed: Vec<usize> = (0..keys.len()).filter(|&i| values[i].is_none()).collect();
         if !missed.is_empty() {
             let generated = Box::pin(self.generate(keys, missed.clone(), keep)).await?;
@@ -121,7 +127,7 @@ impl<V: Serialize + DeserializeOwned + Send + 'static> AsyncContainer<V> {
     ///
     /// Those of [`Container::peek`].
     pub async fn peek(&self, key: &str) -> Result<Option<V>> {
-        if self.typed.slot.memory {
+        if self.typed.slot.memory.is_some() {
             return self.typed.peek(key);
         }
         let found = self
@@ -136,12 +142,16 @@ impl<V: Serialize + DeserializeOwned + Send + 'static> AsyncContainer<V> {
     ///
     /// Those of [`Container::set`].
     pub async fn set(&self, key: &str, value: &V) -> Result<()> {
+        if let Some(memory) = &self.typed.slot.memory {
+            return self.typed.hold(memory, key, value.clone(), None);
+        }
         let bytes = self.typed.encode(key, value)?;
-        let ttl = self.expire();
-        let stored = match self.typed.slot.memory {
-            true => self.typed.slot.sync.store(key, &bytes, ttl),
-            false => self.typed.slot.nonblocking.store(key, &bytes, ttl).await,
-        };
+        let stored = self
+            .typed
+            .slot
+            .nonblocking
+            .store(key, &bytes, self.expire())
+            .await;
         self.typed.backend_call(stored)
     }
 
@@ -151,7 +161,7 @@ impl<V: Serialize + DeserializeOwned + Send + 'static> AsyncContainer<V> {
     ///
     /// Those of [`Container::remove`].
     pub async fn remove(&self, key: &str) -> Result<()> {
-        let removed = match self.typed.slot.memory {
+        let removed = match self.typed.slot.memory.is_some() {
             true => self.typed.slot.sync.invalidate(key),
             false => self.typed.slot.nonblocking.invalidate(key).await,
         };
@@ -164,7 +174,7 @@ impl<V: Serialize + DeserializeOwned + Send + 'static> AsyncContainer<V> {
     ///
     /// Those of [`Container::clear`].
     pub async fn clear(&self) -> Result<()> {
-        let cleared = match self.typed.slot.memory {
+        let cleared = match self.typed.slot.memory.is_some() {
             true => self.typed.slot.sync.clear(),
             false => self.typed.slot.nonblocking.clear().await,
         };
@@ -203,7 +213,7 @@ impl<V: Serialize + DeserializeOwned + Send + 'static> AsyncContainer<V> {
 /// Generates, stores and lands the keys of `batch`.
 async fn lead<V>(mut batch: Batch<V>, typed: Typed<V>, call: Call<V>)
 where
-    V: Serialize + DeserializeOwned + Send + 'static,
+    V: Value,
 {
     let store = &typed.slot.nonblocking;
     if batch.must_look_again() {
@@ -213,7 +223,9 @@ where
     }
     let pending = batch.pending();
     batch.generated(generate(&typed, pending, call).await);
-    if let Some(entries) = batch.to_store() {
+    if !batch.hold()
+        && let Some(entries) = batch.to_store()
+    {
         let ttl = typed.expire();
         let result = match entries.as_slice() {
             [(key, bytes)] => store.store(key, bytes, ttl).await,
@@ -228,7 +240,7 @@ where
 /// synchronous one on the blocking pool.
 async fn generate<V>(typed: &Typed<V>, keys: Vec<String>, call: Call<V>) -> Vec<Result<V>>
 where
-    V: Serialize + DeserializeOwned + Send + 'static,
+    V: Value,
 {
     let failed = |key: &str, source: crate::error::Source| typed.generator_failed(key, source);
     match call {

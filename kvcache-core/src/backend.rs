@@ -11,6 +11,8 @@ use std::time::Duration;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::interval::parse_interval;
+use crate::memory::MemoryStore;
+use crate::size::parse_size;
 
 /// Where values live: a named store that gives each container a [`Space`] of its own.
 ///
@@ -45,9 +47,9 @@ pub trait Backend: Send + Sync + Debug {
 /// blocking pool, or call a memory one inline.
 #[derive(Debug, Clone)]
 pub enum Space {
-    /// A store whose calls never block their thread (in-process memory): both paths call it
-    /// inline.
-    Memory(Arc<dyn Store>),
+    /// An in-process store that keeps values decoded: both paths call it inline, and a hit
+    /// clones the value instead of decoding it.
+    Memory(Arc<dyn MemoryStore>),
     /// A store whose calls block their thread on I/O (rusqlite, diesel): the async path runs
     /// them on tokio's blocking pool.
     Blocking(Arc<dyn Store>),
@@ -241,6 +243,15 @@ impl BackendConfig {
                         format!("expected {expected}, got {text:?}"),
                     )
                 })
+            })
+            .transpose()
+    }
+
+    /// Option `option` parsed as a size in bytes (`1048576`, `64 KiB`, `1GiB`), if set.
+    pub fn size(&self, option: &str) -> Result<Option<u64>> {
+        self.get(option)
+            .map(|text| {
+                parse_size(text).map_err(|message| Error::config(self.key(option), message))
             })
             .transpose()
     }

@@ -6,8 +6,7 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use crate::codec::Value;
 
 use crate::async_container::AsyncContainer;
 use crate::backend::{Backend, BackendConfig, Space};
@@ -235,7 +234,7 @@ impl KvCache {
     /// when the container's generator makes values of another type.
     pub fn container<V>(&self, name: &str) -> Result<Container<V>>
     where
-        V: Serialize + DeserializeOwned + 'static,
+        V: Value,
     {
         self.typed(name).map(Container::new)
     }
@@ -258,14 +257,14 @@ impl KvCache {
     /// Those of [`container`](KvCache::container).
     pub fn async_container<V>(&self, name: &str) -> Result<AsyncContainer<V>>
     where
-        V: Serialize + DeserializeOwned + Send + 'static,
+        V: Value,
     {
         self.typed(name).map(AsyncContainer::new)
     }
 
     fn typed<V>(&self, name: &str) -> Result<Typed<V>>
     where
-        V: Serialize + DeserializeOwned + 'static,
+        V: Value,
     {
         let slot = self.slot(name).ok_or_else(|| Error::UnknownContainer {
             name: name.to_owned(),
@@ -302,7 +301,7 @@ impl KvCache {
     /// [`Error::InvalidConfig`] when a new container is needed and no in-memory backend is linked.
     pub fn register_generator<V, F>(&self, name: &str, f: F) -> Result<()>
     where
-        V: Serialize + DeserializeOwned + 'static,
+        V: Value,
         F: Fn(&str) -> V + Send + Sync + 'static,
     {
         self.set_generator(name, Generator::new(f))
@@ -315,7 +314,7 @@ impl KvCache {
     /// Those of [`register_generator`](KvCache::register_generator).
     pub fn register_fallible_generator<V, E, F>(&self, name: &str, f: F) -> Result<()>
     where
-        V: Serialize + DeserializeOwned + 'static,
+        V: Value,
         E: Into<BoxError>,
         F: Fn(&str) -> Result<V, E> + Send + Sync + 'static,
     {
@@ -331,7 +330,7 @@ impl KvCache {
     /// Those of [`register_generator`](KvCache::register_generator).
     pub fn register_async_generator<V, F, Fut>(&self, name: &str, f: F) -> Result<()>
     where
-        V: Serialize + DeserializeOwned + Send + 'static,
+        V: Value,
         F: Fn(String) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = V> + Send + 'static,
     {
@@ -346,7 +345,7 @@ impl KvCache {
     /// Those of [`register_generator`](KvCache::register_generator).
     pub fn register_fallible_async_generator<V, E, F, Fut>(&self, name: &str, f: F) -> Result<()>
     where
-        V: Serialize + DeserializeOwned + Send + 'static,
+        V: Value,
         E: Into<BoxError>,
         F: Fn(String) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<V, E>> + Send + 'static,

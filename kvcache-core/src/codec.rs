@@ -27,6 +27,14 @@ use crate::error::BoxError;
 const FORMAT: u8 = 2;
 const HEADER_LEN: usize = 9;
 
+/// What a container's values are: serde for the backends that store bytes, `Clone` for the
+/// in-memory ones that hand out a copy of what they hold, and shareable across threads.
+///
+/// It is implemented for every type that is all of these.
+pub trait Value: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
+
+impl<V: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> Value for V {}
+
 /// The codec of the value type `V`.
 #[derive(Debug)]
 pub(crate) struct Codec<V> {
@@ -62,6 +70,13 @@ impl<V: Serialize + DeserializeOwned + 'static> Codec<V> {
         bytes.extend_from_slice(&self.header);
         bincode::serde::encode_into_std_write(value, &mut bytes, config())?;
         Ok(bytes)
+    }
+
+    /// How many bytes [`encode`](Codec::encode) makes of `value`, without making them.
+    pub(crate) fn encoded_len(&self, value: &V) -> Result<usize, BoxError> {
+        let mut size = bincode::enc::write::SizeWriter::default();
+        bincode::serde::encode_into_writer(value, &mut size, config())?;
+        Ok(HEADER_LEN + size.bytes_written)
     }
 
     /// The value in `bytes`, or `None` when they were not written by this codec.

@@ -4,8 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use crate::codec::Value;
 
 use crate::async_container::AsyncContainer;
 use crate::error::Result;
@@ -41,7 +40,7 @@ impl<V> Clone for Container<V> {
     }
 }
 
-impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
+impl<V: Value> Container<V> {
     pub(crate) fn new(typed: Typed<V>) -> Self {
         Container { typed }
     }
@@ -120,8 +119,18 @@ impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
     pub fn get_many(&self, keys: &[&str]) -> Result<Vec<V>> {
         let _span = tracing::trace_span!("kvcache.get_many", container = %self.typed.slot.name, keys = keys.len()).entered();
         let landed_before = self.typed.slot.flights.landed();
-        let found = self.typed.slot.sync.retrieve_many(keys);
-        let (mut values, keep) = self.typed.looked_up(keys.len(), found, landed_before)?;
+        let (mut values, keep) = match &self.typed.slot.memory {
+            Some(memory) => (
+                keys.iter()
+                    .map(|key| self.typed.held(memory, key))
+                    .collect(),
+                Keep::Yes { landed_before },
+            ),
+            None => {
+                let found = self.typed.slot.sync.retrieve_many(keys);
+                self.typed.looked_up(keys.len(), found, landed_before)?
+            }
+        };
         let missed: Vec<usize> = (0..keys.len()).filter(|&i| values[i].is_none()).collect();
         if !missed.is_empty() {
             let generated = self.generate(keys, missed.clone(), keep)?;
@@ -149,6 +158,9 @@ impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
     /// [`Error::Codec`](crate::Error::Codec) when the value cannot be encoded,
     /// [`Error::Backend`](crate::Error::Backend) when the backend fails.
     pub fn set(&self, key: &str, value: &V) -> Result<()> {
+        if let Some(memory) = &self.typed.slot.memory {
+            return self.typed.hold(memory, key, value.clone(), None);
+        }
         let bytes = self.typed.encode(key, value)?;
         self.typed
             .backend_call(self.typed.slot.sync.store(key, &bytes, self.expire()))
@@ -188,7 +200,9 @@ impl<V: Serialize + DeserializeOwned + 'static> Container<V> {
             }
             let pending = batch.pending();
             batch.generated(self.call(&pending, &call));
-            if let Some(entries) = batch.to_store() {
+            if !batch.hold()
+                && let Some(entries) = batch.to_store()
+            {
                 let ttl = self.expire();
                 let result = match entries.as_slice() {
                     [(key, bytes)] => self.typed.slot.sync.store(key, bytes, ttl),

@@ -6,8 +6,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use crate::codec::Value;
 
 use futures_util::future::join_all;
 
@@ -65,7 +64,7 @@ impl Generator {
     /// A generator that always succeeds.
     pub fn new<V, F>(f: F) -> Self
     where
-        V: Serialize + DeserializeOwned + 'static,
+        V: Value,
         F: Fn(&str) -> V + Send + Sync + 'static,
     {
         Self::erase::<V>(Call::Sync(Arc::new(move |key: &str| Ok(f(key)))))
@@ -75,7 +74,7 @@ impl Generator {
     /// [`Error::Generator`](crate::Error::Generator), and nothing is stored.
     pub fn fallible<V, E, F>(f: F) -> Self
     where
-        V: Serialize + DeserializeOwned + 'static,
+        V: Value,
         E: Into<BoxError>,
         F: Fn(&str) -> Result<V, E> + Send + Sync + 'static,
     {
@@ -94,7 +93,7 @@ impl Generator {
     /// ```
     pub fn new_async<V, F, Fut>(f: F) -> Self
     where
-        V: Serialize + DeserializeOwned + Send + 'static,
+        V: Value,
         F: Fn(String) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = V> + Send + 'static,
     {
@@ -107,7 +106,7 @@ impl Generator {
     /// An async generator that can fail, as [`fallible`](Generator::fallible).
     pub fn fallible_async<V, E, F, Fut>(f: F) -> Self
     where
-        V: Serialize + DeserializeOwned + Send + 'static,
+        V: Value,
         E: Into<BoxError>,
         F: Fn(String) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<V, E>> + Send + 'static,

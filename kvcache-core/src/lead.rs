@@ -4,8 +4,7 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use crate::codec::Value;
 
 use crate::error::{Error, Result};
 use crate::flight::Leader;
@@ -15,19 +14,20 @@ use crate::slot::{Keep, Typed};
 pub(crate) struct Batch<V> {
     typed: Typed<V>,
     leaders: Vec<Leader>,
-    got: Vec<Option<Got>>,
+    got: Vec<Option<Got<V>>>,
     keep: Keep,
 }
 
-enum Got {
+enum Got<V> {
     /// Stored by another caller's flight since this caller's look-up.
     Found(Arc<[u8]>),
-    /// Generated and encoded here, to be stored.
-    Generated(Vec<u8>),
+    /// Generated and encoded here, to be stored; the value itself is kept too when the store
+    /// holds values (in memory).
+    Generated(Vec<u8>, Option<V>),
     Failed(Error),
 }
 
-impl<V: Serialize + DeserializeOwned + 'static> Batch<V> {
+impl<V: Value> Batch<V> {
     pub(crate) fn new(typed: Typed<V>, leaders: Vec<Leader>, keep: Keep) -> Self {
         let got = leaders.iter().map(|_| None).collect();
         Batch {
@@ -91,13 +91,39 @@ impl<V: Serialize + DeserializeOwned + 'static> Batch<V> {
                 continue;
             }
             let Some(result) = results.next() else { break };
+            let holds = self.typed.slot.memory.is_some();
             *got = Some(
-                match result.and_then(|value| self.typed.generated(leader.key(), &value)) {
-                    Ok(bytes) => Got::Generated(bytes),
+                match result.and_then(|value| {
+                    let bytes = self.typed.generated(leader.key(), &value)?;
+                    Ok(Got::Generated(bytes, holds.then_some(value)))
+                }) {
+                    Ok(generated) => generated,
                     Err(error) => Got::Failed(error),
                 },
             );
         }
+    }
+
+    /// With an in-memory store, holds the generated values there, as values, and returns
+    /// `true`; otherwise returns `false`, and the caller stores [`to_store`](Batch::to_store).
+    pub(crate) fn hold(&mut self) -> bool {
+        let Some(memory) = self.typed.slot.memory.clone() else {
+            return false;
+        };
+        if self.keep == Keep::No {
+            return true;
+        }
+        for (leader, got) in self.leaders.iter().zip(&mut self.got) {
+            if let Some(Got::Generated(bytes, value)) = got
+                && let Some(value) = value.take()
+                && let Err(error) = self
+                    .typed
+                    .hold(&memory, leader.key(), value, Some(bytes.len()))
+            {
+                *got = Some(Got::Failed(error));
+            }
+        }
+        true
     }
 
     /// The generated entries to store, if they are to be stored.
@@ -110,7 +136,7 @@ impl<V: Serialize + DeserializeOwned + 'static> Batch<V> {
             .iter()
             .zip(&self.got)
             .filter_map(|(leader, got)| match got {
-                Some(Got::Generated(bytes)) => Some((leader.key(), bytes.as_slice())),
+                Some(Got::Generated(bytes, _)) => Some((leader.key(), bytes.as_slice())),
                 _ => None,
             })
             .collect();
@@ -124,7 +150,7 @@ impl<V: Serialize + DeserializeOwned + 'static> Batch<V> {
             && let Err(error) = self.typed.fail_open(error)
         {
             for got in &mut self.got {
-                if matches!(got, Some(Got::Generated(_))) {
+                if matches!(got, Some(Got::Generated(..))) {
                     *got = Some(Got::Failed(error.clone()));
                 }
             }
@@ -136,7 +162,7 @@ impl<V: Serialize + DeserializeOwned + 'static> Batch<V> {
         for (leader, got) in self.leaders.into_iter().zip(self.got) {
             let outcome = match got {
                 Some(Got::Found(bytes)) => Ok(bytes),
-                Some(Got::Generated(bytes)) => Ok(Arc::from(bytes)),
+                Some(Got::Generated(bytes, _)) => Ok(Arc::from(bytes)),
                 Some(Got::Failed(error)) => Err(error),
                 None => Err(self.typed.generator_failed(
                     leader.key(),

@@ -15,7 +15,7 @@
 //! struct Void;
 //!
 //! impl Backend for Void {
-//!     fn open(&self, _container: &str) -> Result<Space> { Ok(Space::Memory(Arc::new(Void))) }
+//!     fn open(&self, _container: &str) -> Result<Space> { Ok(Space::Blocking(Arc::new(Void))) }
 //!     fn purge_expired(&self) -> Result<()> { Ok(()) }
 //! }
 //!
@@ -54,9 +54,11 @@ mod flight;
 mod generator;
 mod interval;
 mod lead;
+mod memory;
 mod options;
 mod registry;
 mod runtime;
+mod size;
 mod slot;
 mod stats;
 #[cfg(feature = "testkit")]
@@ -69,15 +71,18 @@ pub use async_container::AsyncContainer;
 pub use backend::{AsyncStore, Backend, BackendConfig, BoxFuture, Space, Store};
 pub use cache::{Builder, KvCache, init};
 pub use clock::{Clock, ManualClock, SystemClock, expires_at};
+pub use codec::Value;
 pub use config::Config;
 pub use container::Container;
 pub use error::{BoxError, Error, Result, Source};
 pub use generator::Generator;
 pub use interval::parse_interval;
+pub use memory::{Evictions, Held, MemoryStore};
 pub use options::{ContainerOptions, OnBackendError};
 pub use registry::{
     BackendFactory, BackendRegistration, GeneratorRegistration, backend_kind, backend_kinds,
     generators,
 };
 pub use runtime::{block_on, on_kvcache_runtime, runtime};
+pub use size::parse_size;
 pub use stats::Stats;

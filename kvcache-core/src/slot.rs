@@ -5,15 +5,13 @@ use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
 use crate::backend::{AsyncStore, Space, Store};
 use crate::breaker::Breaker;
-use crate::codec::Codec;
+use crate::codec::{Codec, Value};
 use crate::error::{Error, Result, Source};
 use crate::flight::{Flights, Leader, Outcome, Role};
 use crate::generator::{Call, Generator};
+use crate::memory::{Held, MemoryStore};
 use crate::options::{ContainerOptions, OnBackendError};
 use crate::stats::{Counters, Event, Stats};
 
@@ -27,8 +25,9 @@ pub(crate) struct Slot {
     pub(crate) sync: Arc<dyn Store>,
     /// The same, as async callers use it.
     pub(crate) nonblocking: Arc<dyn AsyncStore>,
-    /// Whether async callers may call `sync` inline: its calls never block.
-    pub(crate) memory: bool,
+    /// The in-memory store, when the backend is one: values are held decoded there, and both
+    /// paths call it inline.
+    pub(crate) memory: Option<Arc<dyn MemoryStore>>,
     generator: RwLock<Option<Generator>>,
     pub(crate) flights: Arc<Flights>,
     pub(crate) counters: Counters,
@@ -53,7 +52,7 @@ impl Slot {
             options,
             sync,
             nonblocking,
-            memory: space.is_memory(),
+            memory: space.memory_store(),
             generator: RwLock::new(generator),
             flights: Arc::default(),
             counters: Counters::default(),
@@ -106,7 +105,7 @@ impl<V> Clone for Typed<V> {
     }
 }
 
-impl<V: Serialize + DeserializeOwned + 'static> Typed<V> {
+impl<V: Value> Typed<V> {
     /// A view of `slot`, if `V` is its generator's value type.
     pub(crate) fn new(slot: Arc<Slot>) -> Result<Self> {
         let typed = Typed {
@@ -126,7 +125,13 @@ impl<V: Serialize + DeserializeOwned + 'static> Typed<V> {
     }
 
     pub(crate) fn stats(&self) -> Stats {
-        self.slot.counters.snapshot()
+        let mut stats = self.slot.counters.snapshot();
+        if let Some(memory) = &self.slot.memory {
+            let evictions = memory.evictions();
+            stats.evicted_size = evictions.size;
+            stats.evicted_expired = evictions.expired;
+        }
+        stats
     }
 
     /// The container's generator, if it has one of value type `V`.
@@ -262,12 +267,9 @@ impl<V: Serialize + DeserializeOwned + 'static> Typed<V> {
     }
 
     pub(crate) fn encode(&self, key: &str, value: &V) -> Result<Vec<u8>> {
-        self.codec.encode(value).map_err(|source| Error::Codec {
-            container: self.slot.name.clone(),
-            key: key.to_owned(),
-            type_name: Codec::<V>::type_name(),
-            source: source.into(),
-        })
+        self.codec
+            .encode(value)
+            .map_err(|source| self.codec_error(key, source))
     }
 
     /// Counts and reports a backend call's failure.
@@ -334,8 +336,12 @@ impl<V: Serialize + DeserializeOwned + 'static> Typed<V> {
         )))
     }
 
-    /// The stored value of `key`, decoded in place by the synchronous store.
+    /// The stored value of `key`: cloned from an in-memory store, or decoded in place by the
+    /// synchronous store.
     pub(crate) fn peek(&self, key: &str) -> Result<Option<V>> {
+        if let Some(memory) = &self.slot.memory {
+            return Ok(self.held(memory, key));
+        }
         let mut value = None;
         let found = self.backend_call(
             self.slot
@@ -344,6 +350,50 @@ impl<V: Serialize + DeserializeOwned + 'static> Typed<V> {
         )?;
         self.count_lookup(found, value.is_some());
         Ok(value)
+    }
+
+    /// The value an in-memory store holds under `key`, counted: a clone of it when it is a
+    /// `V`, decoded when it was stored as bytes; another type's value is a miss.
+    pub(crate) fn held(&self, memory: &Arc<dyn MemoryStore>, key: &str) -> Option<V> {
+        let mut value = None;
+        let found = memory.get_with(key, &mut |held| {
+            value = match held.get::<V>() {
+                Some(value) => Some(value.clone()),
+                None => held.as_bytes().and_then(|bytes| self.codec.decode(bytes)),
+            }
+        });
+        self.count_lookup(found, value.is_some());
+        value
+    }
+
+    /// Holds `value` under `key` in an in-memory store, weighed as its key and encoded bytes.
+    /// `encoded_len` is the encoded size when the caller knows it.
+    pub(crate) fn hold(
+        &self,
+        memory: &Arc<dyn MemoryStore>,
+        key: &str,
+        value: V,
+        encoded_len: Option<usize>,
+    ) -> Result<()> {
+        let len = match encoded_len {
+            Some(len) => len,
+            None => self
+                .codec
+                .encoded_len(&value)
+                .map_err(|source| self.codec_error(key, source))?,
+        };
+        let weight = u64::try_from(key.len() + len).unwrap_or(u64::MAX);
+        memory.insert(key, Held::value(value), weight, self.expire());
+        Ok(())
+    }
+
+    fn codec_error(&self, key: &str, source: crate::error::BoxError) -> Error {
+        Error::Codec {
+            container: self.slot.name.clone(),
+            key: key.to_owned(),
+            type_name: Codec::<V>::type_name(),
+            source: source.into(),
+        }
     }
 }
 

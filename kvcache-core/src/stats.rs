@@ -25,6 +25,11 @@ pub struct Stats {
     /// Backend calls refused at once by the backend's circuit breaker, during an outage, without
     /// trying the backend; each is also a backend error.
     pub fast_failures: u64,
+    /// Entries the in-memory backend dropped to stay within its bound (entries or bytes).
+    pub evicted_size: u64,
+    /// Entries the in-memory backend dropped because they had expired, without a read or a
+    /// purge asking for it.
+    pub evicted_expired: u64,
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +82,8 @@ impl Counters {
             backend_errors: self.backend_errors.load(Relaxed),
             waits: self.waits.load(Relaxed),
             fast_failures: self.fast_failures.load(Relaxed),
+            evicted_size: 0,
+            evicted_expired: 0,
         }
     }
 }

@@ -14,7 +14,7 @@ struct Nothing;
 
 impl Backend for Nothing {
     fn open(&self, _: &str) -> Result<Space> {
-        Ok(Space::Memory(Arc::new(Nothing)))
+        Ok(Space::Blocking(Arc::new(Nothing)))
     }
     fn purge_expired(&self) -> Result<()> {
         Ok(())

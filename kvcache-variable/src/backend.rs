@@ -1,100 +1,104 @@
-//! The sharded in-memory store.
+//! The in-memory store: sharded tables of decoded values, one policy over all of them.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use hashbrown::DefaultHashBuilder;
-use hashbrown::HashTable;
-use kvcache_core::{Backend, Clock, Result, Space, Store, SystemClock, expires_at};
+use hashbrown::{DefaultHashBuilder, HashTable};
+use kvcache_core::{
+    Backend, Clock, Evictions, Held, MemoryStore, Result, Space, SystemClock, expires_at,
+};
 
-/// Shards of an unbounded store: enough that threads rarely meet on one lock.
+use crate::policy::{Bounds, NodeId, Policy};
+use crate::reads::Reads;
+
+/// Shards of the tables: enough that threads rarely meet on one lock.
 const SHARDS: usize = 16;
-/// How many of a full shard's oldest writes are checked for expired entries before one is
-/// evicted.
-const EXPIRED_PROBE: usize = 8;
 /// `expires_at` of an entry without expiry.
 const NEVER: u64 = u64::MAX;
+/// Expired entries a write or a drain of reads reclaims at most: more than one, so that
+/// reclaiming keeps ahead of a stream of new keys.
+const EXPIRE_BUDGET: usize = 8;
 
-/// An in-process store, shared by every container that names it.
+/// An in-process store of decoded values, shared by every container that names it.
 ///
+/// A hit hands out a clone of the value (containers' values are `Clone`), never decodes it.
 /// Entries are spread over shards by the hash of (container, key), each behind its own
-/// read-write lock. A container decodes a value straight from the table, under a read lock.
+/// read-write lock; a read takes only its shard's read lock.
 ///
-/// # Eviction
+/// # Bounds and eviction
 ///
-/// With [`max_entries`](VariableBackend::max_entries) the store never holds more entries than
-/// that. The bound is split evenly over the shards; when a new key arrives in a full shard, the
-/// shard first drops the expired entries among its eight oldest writes and then, if it is still
-/// full, evicts its entries in the order they were last written (first in, first out). Reads do not reorder entries, so a read
-/// never takes a write lock. Expired entries are dropped when read, when evicted in their turn,
-/// and by [`purge_expired`](Backend::purge_expired); a write never scans its shard.
+/// [`max_entries`](VariableBackend::max_entries) and [`max_bytes`](VariableBackend::max_bytes)
+/// bound the whole store, across its containers; both may be set. An entry weighs its key's
+/// length plus its value's encoded length (what a byte store would hold), not its size in the
+/// heap. The bound holds at every moment: the entries a write evicts are gone before its own
+/// entry is in, so no reader ever sees the store over it.
+///
+/// What goes is chosen by W-TinyLFU with an adaptive window, as Caffeine does: a new entry
+/// enters a small LRU window; pushed out of it, it is admitted to the main segmented LRU only
+/// if a frequency sketch says it is asked for more often than main's victim; a hill climber
+/// tunes the window's share from the hit ratio. Reads are recorded in lossy buffers and applied
+/// to the policy by the next write (or by the reader that fills a buffer), so a read never
+/// waits for the policy's lock; a read recorded while the buffers are full is dropped.
+///
+/// # Expiry
+///
+/// An expired entry is a miss at once. It is reclaimed without anyone asking: each write, and
+/// each drain of the read buffers, drops up to eight of the entries that expired first, so
+/// memory stays bounded under a stream of new keys. [`purge_expired`](Backend::purge_expired)
+/// drops them all.
 ///
 /// Cloning it gives another handle on the same entries.
 #[derive(Debug, Clone)]
 pub struct VariableBackend {
-    tables: Arc<Tables>,
+    inner: Arc<Inner>,
 }
 
-/// The entries of every container.
 #[derive(Debug)]
-struct Tables {
-    shards: Box<[RwLock<Shard>]>,
+struct Inner {
+    shards: Box<[RwLock<HashTable<Entry>>]>,
     hasher: DefaultHashBuilder,
     clock: Arc<dyn Clock>,
-    shard_capacity: Option<usize>,
+    bounded: bool,
+    reads: Reads,
+    state: Mutex<State>,
+    /// Containers by name: their number in entries, and their eviction counters.
+    containers: Mutex<HashMap<Box<str>, (u32, Arc<Evicted>)>>,
+}
+
+/// What writers change under one lock: the policy, the expiry queue, the counters.
+#[derive(Debug)]
+struct State {
+    policy: Policy,
+    /// (expires at, node, key hash) of entries with an expiry, soonest first. A record whose
+    /// entry was rewritten or removed since is skipped when it comes due.
+    timers: BinaryHeap<Reverse<(u64, NodeId, u64)>>,
+    /// Eviction counters, by container number.
+    evicted: Vec<Arc<Evicted>>,
 }
 
 #[derive(Debug, Default)]
-struct Shard {
-    table: HashTable<Entry>,
-    /// (hash, seq) of writes, oldest first; kept only when bounded. A record whose entry was
-    /// rewritten or removed since is skipped.
-    order: VecDeque<(u64, u64)>,
-    next_seq: u64,
-    /// Whether an entry with an expiry was ever stored here: only then are a full shard's oldest
-    /// writes probed for expired entries (each probe is a look-up, likely a cache miss).
-    expiring: bool,
+struct Evicted {
+    size: AtomicU64,
+    expired: AtomicU64,
 }
 
 #[derive(Debug)]
 struct Entry {
-    /// The container's length (4 bytes, little-endian), the container, then the key.
-    key: Box<[u8]>,
-    value: Box<[u8]>,
+    container: u32,
+    node: NodeId,
+    key: Box<str>,
     expires_at: u64,
-    seq: u64,
+    value: Held,
 }
 
 impl Entry {
-    fn is(&self, container: &str, key: &str) -> bool {
-        let (c, k) = split(&self.key);
-        c == container.as_bytes() && k == key.as_bytes()
+    fn is(&self, container: u32, key: &str) -> bool {
+        self.container == container && &*self.key == key
     }
-
-    fn container_is(&self, container: &str) -> bool {
-        split(&self.key).0 == container.as_bytes()
-    }
-
-    fn live(&self, now: u64) -> bool {
-        now < self.expires_at
-    }
-}
-
-fn join(container: &str, key: &str) -> Box<[u8]> {
-    let len = u32::try_from(container.len()).unwrap_or(u32::MAX);
-    let mut bytes = Vec::with_capacity(4 + container.len() + key.len());
-    bytes.extend_from_slice(&len.to_le_bytes());
-    bytes.extend_from_slice(container.as_bytes());
-    bytes.extend_from_slice(key.as_bytes());
-    bytes.into_boxed_slice()
-}
-
-fn split(joined: &[u8]) -> (&[u8], &[u8]) {
-    let (len, rest) = joined.split_at(4);
-    let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-    rest.split_at(len)
 }
 
 impl Default for VariableBackend {
@@ -111,223 +115,336 @@ impl VariableBackend {
 
     /// An empty, unbounded store that reads expiry against `clock`.
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
-        Self::build(clock, SHARDS, None)
+        Self::build(clock, Bounds::default())
     }
 
-    /// Bounds the store to `max` entries (at least 1); see the type's docs for the eviction
-    /// policy. It makes a new, empty store on the same clock: call it before storing.
+    /// Bounds the store to `max` entries (at least 1). It makes a new, empty store with the
+    /// other settings kept: call it before storing.
     #[must_use]
-    pub fn max_entries(self, max: usize) -> Self {
-        let max = max.max(1);
-        // Small bounds get fewer shards, so that each shard holds a useful number of entries.
-        let shards = (max / 64).clamp(1, SHARDS);
-        let shards = 1 << shards.ilog2();
-        Self::build(Arc::clone(&self.tables.clock), shards, Some(max / shards))
+    pub fn max_entries(self, max: u64) -> Self {
+        let bounds = Bounds {
+            entries: Some(max.max(1)),
+            ..self.bounds()
+        };
+        Self::build(Arc::clone(&self.inner.clock), bounds)
     }
 
-    fn build(clock: Arc<dyn Clock>, shards: usize, shard_capacity: Option<usize>) -> Self {
+    /// Bounds the store to `max` bytes of keys and encoded values (at least 1). It makes a new,
+    /// empty store with the other settings kept: call it before storing.
+    #[must_use]
+    pub fn max_bytes(self, max: u64) -> Self {
+        let bounds = Bounds {
+            bytes: Some(max.max(1)),
+            ..self.bounds()
+        };
+        Self::build(Arc::clone(&self.inner.clock), bounds)
+    }
+
+    fn bounds(&self) -> Bounds {
+        self.inner.state().policy.bounds()
+    }
+
+    fn build(clock: Arc<dyn Clock>, bounds: Bounds) -> Self {
         VariableBackend {
-            tables: Arc::new(Tables {
-                shards: (0..shards).map(|_| RwLock::default()).collect(),
+            inner: Arc::new(Inner {
+                shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
                 hasher: DefaultHashBuilder::default(),
                 clock,
-                shard_capacity,
+                bounded: bounds.is_bounded(),
+                reads: Reads::default(),
+                state: Mutex::new(State {
+                    policy: Policy::new(bounds),
+                    timers: BinaryHeap::new(),
+                    evicted: Vec::new(),
+                }),
+                containers: Mutex::default(),
             }),
         }
     }
 
-    /// The number of entries held, expired ones included until they are dropped.
+    /// The number of entries held, expired ones included until they are reclaimed.
     pub fn len(&self) -> usize {
-        self.tables
-            .shards
-            .iter()
-            .map(|shard| read_lock(shard).table.len())
-            .sum()
+        usize::try_from(self.inner.state().policy.entries()).unwrap_or(usize::MAX)
     }
 
     /// Whether it holds no entries.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The weight of the entries held: their keys' and encoded values' lengths.
+    pub fn bytes(&self) -> u64 {
+        self.inner.state().policy.bytes()
+    }
 }
 
-/// One container's entries: its name is all its calls need.
+/// One container's entries.
 #[derive(Debug)]
 struct Region {
-    tables: Arc<Tables>,
-    container: Box<str>,
+    inner: Arc<Inner>,
+    container: u32,
+    evicted: Arc<Evicted>,
 }
 
 impl Backend for VariableBackend {
     fn open(&self, container: &str) -> Result<Space> {
+        let mut containers = lock(&self.inner.containers);
+        let next = u32::try_from(containers.len()).unwrap_or(u32::MAX);
+        let (number, evicted) = containers
+            .entry(container.into())
+            .or_insert_with(|| {
+                let evicted = Arc::<Evicted>::default();
+                self.inner.state().evicted.push(Arc::clone(&evicted));
+                (next, evicted)
+            })
+            .clone();
         Ok(Space::Memory(Arc::new(Region {
-            tables: Arc::clone(&self.tables),
-            container: container.into(),
+            inner: Arc::clone(&self.inner),
+            container: number,
+            evicted,
         })))
     }
 
     fn purge_expired(&self) -> Result<()> {
-        let tables = &self.tables;
-        let now = tables.now();
-        for shard in &tables.shards {
-            write(shard).table.retain(|entry| entry.live(now));
-        }
+        let mut state = self.inner.state();
+        self.inner.expire(&mut state, usize::MAX);
         Ok(())
     }
 }
 
-impl Tables {
-    fn hash(&self, container: &str, key: &str) -> u64 {
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    fn hash(&self, container: u32, key: &str) -> u64 {
         let mut hasher = self.hasher.build_hasher();
         container.hash(&mut hasher);
         key.hash(&mut hasher);
         hasher.finish()
     }
 
-    fn hash_entry(&self, entry: &Entry) -> u64 {
-        let (c, k) = split(&entry.key);
-        // Keys are stored from `&str`, so both halves are UTF-8.
-        let text = |bytes| std::str::from_utf8(bytes).unwrap_or_default();
-        self.hash(text(c), text(k))
+    fn rehash(&self) -> impl Fn(&Entry) -> u64 + '_ {
+        |entry| self.hash(entry.container, &entry.key)
     }
 
-    fn shard(&self, hash: u64) -> &RwLock<Shard> {
+    fn shard(&self, hash: u64) -> &RwLock<HashTable<Entry>> {
         // The table uses the low bits of the hash; the shard the high ones.
-        let index = (hash >> 32) as usize & (self.shards.len() - 1);
-        &self.shards[index]
+        &self.shards[(hash >> 32) as usize % SHARDS]
     }
 
     fn now(&self) -> u64 {
         self.clock.now_millis()
     }
-}
 
-fn read_lock(shard: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
-    shard.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn write(shard: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
-    shard.write().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl Store for Region {
-    fn store(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        let (tables, container) = (&*self.tables, &*self.container);
-        let hash = tables.hash(container, key);
-        let expires = ttl.map_or(NEVER, |ttl| expires_at(tables.now(), ttl));
-        let mut shard = write(tables.shard(hash));
-        let shard = &mut *shard;
-        shard.expiring |= expires != NEVER;
-        let seq = shard.next_seq;
-        shard.next_seq += 1;
-        if let Some(entry) = shard.table.find_mut(hash, |e| e.is(container, key)) {
-            entry.value = value.into();
-            entry.expires_at = expires;
-            entry.seq = seq;
-        } else {
-            if let Some(capacity) = tables.shard_capacity {
-                if shard.expiring && shard.table.len() >= capacity {
-                    // Expired entries among the oldest few writes go first; then the oldest
-                    // write, expired or not. A full shard never scans itself.
-                    let now = tables.now();
-                    let Shard { table, order, .. } = &mut *shard;
-                    for &(old_hash, old_seq) in order.iter().take(EXPIRED_PROBE) {
-                        if let Ok(entry) =
-                            table.find_entry(old_hash, |e| e.seq == old_seq && !e.live(now))
-                        {
-                            entry.remove();
-                        }
-                    }
+    /// Applies the recorded reads to the policy, then reclaims a few expired entries.
+    fn drain(&self, state: &mut State) {
+        if self.bounded {
+            let policy = &mut state.policy;
+            self.reads.drain(|token| {
+                let node = NodeId::try_from((token >> 32) - 1).unwrap_or(NodeId::MAX);
+                if policy.is(node, token as u32) {
+                    policy.touch(node);
                 }
-                while shard.table.len() >= capacity {
-                    let Some((old_hash, old_seq)) = shard.order.pop_front() else {
-                        break;
+            });
+        }
+        self.expire(state, EXPIRE_BUDGET);
+    }
+
+    /// Removes node `node`'s entry (of key hash `hash`) and forgets the node; `true` if it was
+    /// there. With `due`, only if it still expires then: a timer came due.
+    fn remove_node(&self, state: &mut State, node: NodeId, hash: u64, due: Option<u64>) -> bool {
+        let removed = {
+            let mut shard = write(self.shard(hash));
+            match shard.find_entry(hash, |e| {
+                e.node == node && due.is_none_or(|expires| e.expires_at == expires)
+            }) {
+                Ok(entry) => Some(entry.remove().0.container),
+                Err(_) => None,
+            }
+        };
+        let Some(container) = removed else {
+            return false;
+        };
+        state.policy.remove(node);
+        if let Some(evicted) = state.evicted.get(container as usize) {
+            let counter = match due {
+                Some(_) => &evicted.expired,
+                None => &evicted.size,
+            };
+            counter.fetch_add(1, Relaxed);
+        }
+        true
+    }
+
+    /// Reclaims up to `budget` expired entries, soonest expired first.
+    fn expire(&self, state: &mut State, budget: usize) {
+        if state.timers.is_empty() {
+            return;
+        }
+        let now = self.now();
+        for _ in 0..budget {
+            match state.timers.peek() {
+                Some(&Reverse((expires, node, hash))) if expires <= now => {
+                    state.timers.pop();
+                    self.remove_node(state, node, hash, Some(expires));
+                }
+                _ => break,
+            }
+        }
+        // Records of rewritten or removed entries pile up with rewrites: rebuild from the
+        // tables when they outnumber the live entries.
+        let live = usize::try_from(state.policy.entries()).unwrap_or(usize::MAX);
+        if state.timers.len() > 2 * live + 1024 {
+            let mut timers = Vec::new();
+            for shard in &self.shards {
+                let shard = read(shard);
+                timers.extend(
+                    shard
+                        .iter()
+                        .filter(|e| e.expires_at != NEVER)
+                        .map(|e| Reverse((e.expires_at, e.node, self.hash(e.container, &e.key)))),
+                );
+            }
+            state.timers = BinaryHeap::from(timers);
+        }
+    }
+}
+
+impl MemoryStore for Region {
+    fn insert(&self, key: &str, value: Held, weight: u64, ttl: Option<Duration>) {
+        let inner = &*self.inner;
+        let hash = inner.hash(self.container, key);
+        let expires = ttl.map_or(NEVER, |ttl| expires_at(inner.now(), ttl));
+        let mut state = inner.state();
+        let state = &mut *state;
+        inner.drain(state);
+        let existing = read(inner.shard(hash))
+            .find(hash, |e| e.is(self.container, key))
+            .map(|e| e.node);
+        let node = match existing {
+            Some(node) => {
+                state.policy.reweigh(node, weight);
+                node
+            }
+            None => state.policy.add(hash, weight),
+        };
+        // Make room before the entry goes in: no reader sees the store over its bound.
+        let mut admitted = true;
+        while let Some(victim) = state.policy.victim() {
+            if victim == node {
+                admitted = false;
+                if existing.is_none() {
+                    // Refused admission: as good as evicted.
+                    self.evicted.size.fetch_add(1, Relaxed);
+                    state.policy.remove(node);
+                } else if !inner.remove_node(state, node, hash, None) {
+                    state.policy.remove(node);
+                }
+                continue;
+            }
+            let victim_hash = state.policy.hash(victim);
+            if !inner.remove_node(state, victim, victim_hash, None) {
+                state.policy.remove(victim);
+            }
+        }
+        if !admitted {
+            return;
+        }
+        {
+            let mut shard = write(inner.shard(hash));
+            match shard.find_mut(hash, |e| e.node == node && e.is(self.container, key)) {
+                Some(entry) => {
+                    entry.value = value;
+                    entry.expires_at = expires;
+                }
+                None => {
+                    let entry = Entry {
+                        container: self.container,
+                        node,
+                        key: key.into(),
+                        expires_at: expires,
+                        value,
                     };
-                    if let Ok(entry) = shard.table.find_entry(old_hash, |e| e.seq == old_seq) {
-                        entry.remove();
-                    }
+                    shard.insert_unique(hash, entry, inner.rehash());
                 }
             }
-            let entry = Entry {
-                key: join(container, key),
-                value: value.into(),
-                expires_at: expires,
-                seq,
+        }
+        if expires != NEVER {
+            state.timers.push(Reverse((expires, node, hash)));
+        }
+    }
+
+    fn get_with(&self, key: &str, read_value: &mut dyn FnMut(&Held)) -> bool {
+        let inner = &*self.inner;
+        let hash = inner.hash(self.container, key);
+        let node = {
+            let shard = read(inner.shard(hash));
+            let Some(entry) = shard.find(hash, |e| e.is(self.container, key)) else {
+                return false;
             };
-            shard
-                .table
-                .insert_unique(hash, entry, |e| tables.hash_entry(e));
-        }
-        if tables.shard_capacity.is_some() {
-            shard.order.push_back((hash, seq));
-            if shard.order.len() > 2 * shard.table.len() + 16 {
-                // Too many records of rewritten or removed entries: rebuild from the table.
-                let mut live: Vec<(u64, u64)> = shard
-                    .table
-                    .iter()
-                    .map(|e| (e.seq, tables.hash_entry(e)))
-                    .collect();
-                live.sort_unstable();
-                shard.order = live.into_iter().map(|(seq, hash)| (hash, seq)).collect();
+            // The clock is read only for entries that can expire: it costs as much as the
+            // look-up.
+            if entry.expires_at != NEVER && entry.expires_at <= inner.now() {
+                return false;
             }
-        }
-        Ok(())
-    }
-
-    fn retrieve(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let mut value = None;
-        self.retrieve_with(key, &mut |bytes| value = Some(bytes.to_vec()))?;
-        Ok(value)
-    }
-
-    fn retrieve_with(&self, key: &str, read: &mut dyn FnMut(&[u8])) -> Result<bool> {
-        let (tables, container) = (&*self.tables, &*self.container);
-        let hash = tables.hash(container, key);
-        let lock = tables.shard(hash);
-        let now;
+            read_value(&entry.value);
+            entry.node
+        };
+        if inner.bounded
+            && inner
+                .reads
+                .record((u64::from(node) + 1) << 32 | (hash & 0xffff_ffff))
+            && let Ok(mut state) = inner.state.try_lock()
         {
-            let shard = read_lock(lock);
-            let Some(entry) = shard.table.find(hash, |e| e.is(container, key)) else {
-                return Ok(false);
-            };
-            // The clock is read only for entries that can expire: it costs as much as the look-up.
-            if entry.expires_at == NEVER {
-                read(&entry.value);
-                return Ok(true);
-            }
-            now = tables.now();
-            if entry.live(now) {
-                read(&entry.value);
-                return Ok(true);
-            }
+            inner.drain(&mut state);
         }
-        // Expired: drop it, unless it was rewritten in between.
-        let mut shard = write(lock);
-        if let Ok(entry) = shard
-            .table
-            .find_entry(hash, |e| e.is(container, key) && !e.live(now))
-        {
-            entry.remove();
-        }
-        Ok(false)
+        true
     }
 
-    fn invalidate(&self, key: &str) -> Result<()> {
-        let (tables, container) = (&*self.tables, &*self.container);
-        let hash = tables.hash(container, key);
-        let mut shard = write(tables.shard(hash));
-        if let Ok(entry) = shard.table.find_entry(hash, |e| e.is(container, key)) {
-            entry.remove();
+    fn remove(&self, key: &str) {
+        let inner = &*self.inner;
+        let hash = inner.hash(self.container, key);
+        let mut state = inner.state();
+        let removed = write(inner.shard(hash))
+            .find_entry(hash, |e| e.is(self.container, key))
+            .ok()
+            .map(|entry| entry.remove().0.node);
+        if let Some(node) = removed {
+            state.policy.remove(node);
         }
-        Ok(())
     }
 
-    fn clear(&self) -> Result<()> {
-        for shard in &self.tables.shards {
-            write(shard)
-                .table
-                .retain(|entry| !entry.container_is(&self.container));
+    fn clear(&self) {
+        let inner = &*self.inner;
+        let mut state = inner.state();
+        for shard in &inner.shards {
+            write(shard).retain(|entry| {
+                let keep = entry.container != self.container;
+                if !keep {
+                    state.policy.remove(entry.node);
+                }
+                keep
+            });
         }
-        Ok(())
     }
+
+    fn evictions(&self) -> Evictions {
+        Evictions::new(
+            self.evicted.size.load(Relaxed),
+            self.evicted.expired.load(Relaxed),
+        )
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
 }
