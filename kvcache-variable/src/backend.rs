@@ -65,9 +65,11 @@ struct Inner {
     bounded: bool,
     reads: Reads,
     state: Mutex<State>,
-    /// Containers by name: their number in entries, and their eviction counters.
-    containers: Mutex<HashMap<Box<str>, (u32, Arc<Evicted>)>>,
+    containers: Mutex<HashMap<Box<str>, Opened>>,
 }
+
+/// A container opened on the store: its number in entries, and its eviction counters.
+type Opened = (u32, Arc<Evicted>);
 
 /// What writers change under one lock: the policy, the expiry queue, the counters.
 #[derive(Debug)]

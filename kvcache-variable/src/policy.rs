@@ -202,7 +202,11 @@ impl Policy {
     }
 
     fn check_weight(&mut self, id: NodeId) {
-        if self.bounds.bytes.is_some_and(|max| self.nodes[id as usize].weight > max) {
+        if self
+            .bounds
+            .bytes
+            .is_some_and(|max| self.nodes[id as usize].weight > max)
+        {
             self.oversized = Some(id);
         }
     }
