@@ -4,8 +4,8 @@
 #[doc(inline)]
 pub use kvcache_core::{
     AsyncContainer, AsyncStore, Backend, BackendConfig, BackendRegistration, BoxError, BoxFuture,
-    Builder, Clock, Config, Container, ContainerOptions, Error, Evictions, Generator, Held,
-    KvCache, ManualClock, MemoryStore, OnBackendError, Result, Source, Space, Stats, Store,
+    Builder, Clock, Compression, Config, Container, ContainerOptions, Error, Evictions, Generator,
+    Held, KvCache, ManualClock, MemoryStore, OnBackendError, Result, Source, Space, Stats, Store,
     SystemClock, Value, backend_kinds, init, runtime,
 };
 

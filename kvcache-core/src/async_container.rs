@@ -243,11 +243,13 @@ where
     V: Value,
 {
     let failed = |key: &str, source: crate::error::Source| typed.generator_failed(key, source);
+    let stopwatch = typed.slot.counters.stopwatch();
     match call {
-        Call::Async {
-            future: generate, ..
-        } => {
-            let futures: Vec<_> = keys.iter().map(|key| generate(key.clone())).collect();
+        Call::Async(generate) => {
+            let futures: Vec<_> = keys
+                .iter()
+                .map(|key| stopwatch.time_future(generate(key.clone())))
+                .collect();
             let results = join_all(futures).await;
             keys.iter()
                 .zip(results)
@@ -257,7 +259,10 @@ where
         Call::Sync(generate) => {
             let owned = keys.clone();
             let task = tokio::task::spawn_blocking(move || {
-                owned.iter().map(|key| generate(key)).collect::<Vec<_>>()
+                owned
+                    .iter()
+                    .map(|key| stopwatch.time(|| generate(key)))
+                    .collect::<Vec<_>>()
             });
             match task.await {
                 Ok(results) => keys

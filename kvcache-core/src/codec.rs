@@ -21,11 +21,13 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::compress::{self, COMPRESSED};
 use crate::error::BoxError;
+use crate::options::Compression;
 
 /// The current layout of stored values: 2 since the fingerprint is the type's traced shape.
-const FORMAT: u8 = 2;
-const HEADER_LEN: usize = 9;
+pub(crate) const FORMAT: u8 = 2;
+pub(crate) const HEADER_LEN: usize = 9;
 
 /// What a container's values are: serde for the backends that store bytes, `Clone` for the
 /// in-memory ones that hand out a copy of what they hold, and shareable across threads.
@@ -39,6 +41,8 @@ impl<V: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> Value for 
 #[derive(Debug)]
 pub(crate) struct Codec<V> {
     header: [u8; HEADER_LEN],
+    /// How values longer than the length are compressed, if they are.
+    compress: Option<(Compression, usize)>,
     value: PhantomData<fn() -> V>,
 }
 
@@ -57,8 +61,15 @@ impl<V: Serialize + DeserializeOwned + 'static> Codec<V> {
         header[1..].copy_from_slice(&fingerprint::<V>().to_le_bytes());
         Codec {
             header,
+            compress: None,
             value: PhantomData,
         }
+    }
+
+    /// The same codec, compressing as `compress` says.
+    pub(crate) fn compressing(mut self, compress: Option<(Compression, usize)>) -> Self {
+        self.compress = compress;
+        self
     }
 
     pub(crate) fn type_name() -> &'static str {
@@ -69,7 +80,21 @@ impl<V: Serialize + DeserializeOwned + 'static> Codec<V> {
         let mut bytes = Vec::with_capacity(64);
         bytes.extend_from_slice(&self.header);
         bincode::serde::encode_into_std_write(value, &mut bytes, config())?;
-        Ok(bytes)
+        match self.compress {
+            Some((compression, above)) if bytes.len() > above => {
+                let mut compressed = Vec::with_capacity(bytes.len() / 2 + HEADER_LEN + 1);
+                compressed.push(COMPRESSED);
+                compressed.extend_from_slice(&self.header[1..]);
+                compress::compress(compression, &bytes[HEADER_LEN..], &mut compressed)?;
+                // Kept only when it saves something: incompressible bodies stay plain.
+                Ok(if compressed.len() < bytes.len() {
+                    compressed
+                } else {
+                    bytes
+                })
+            }
+            _ => Ok(bytes),
+        }
     }
 
     /// How many bytes [`encode`](Codec::encode) makes of `value`, without making them.
@@ -79,13 +104,24 @@ impl<V: Serialize + DeserializeOwned + 'static> Codec<V> {
         Ok(HEADER_LEN + size.bytes_written)
     }
 
-    /// The value in `bytes`, or `None` when they were not written by this codec.
+    /// The value in `bytes`, or `None` when they were not written by this type's codec, with
+    /// or without compression.
     pub(crate) fn decode(&self, bytes: &[u8]) -> Option<V> {
-        let body = bytes.strip_prefix(&self.header)?;
-        match bincode::serde::decode_from_slice(body, config()) {
-            Ok((value, read)) if read == body.len() => Some(value),
-            _ => None,
+        if let Some(body) = bytes.strip_prefix(&self.header) {
+            return decode_body(body);
         }
+        let (&format, rest) = bytes.split_first()?;
+        let compressed = rest
+            .strip_prefix(&self.header[1..])
+            .filter(|_| format == COMPRESSED)?;
+        decode_body(&compress::decompress(compressed)?)
+    }
+}
+
+fn decode_body<V: DeserializeOwned>(body: &[u8]) -> Option<V> {
+    match bincode::serde::decode_from_slice(body, config()) {
+        Ok((value, read)) if read == body.len() => Some(value),
+        _ => None,
     }
 }
 
@@ -154,6 +190,48 @@ mod tests {
         let codec = Codec::<Point>::new();
         let bytes = codec.encode(&Point { x: 1, y: -2 }).unwrap();
         assert_eq!(codec.decode(&bytes), Some(Point { x: 1, y: -2 }));
+    }
+
+    #[cfg(any(feature = "zstd", feature = "lz4"))]
+    #[test]
+    fn compressed_values_round_trip_and_are_read_by_any_codec_of_the_type() {
+        use crate::options::Compression;
+        let text = "a value that repeats itself, ".repeat(40);
+        let compressions = [
+            #[cfg(feature = "zstd")]
+            Compression::Zstd,
+            #[cfg(feature = "lz4")]
+            Compression::Lz4,
+        ];
+        for compression in compressions {
+            let codec = Codec::<String>::new().compressing(Some((compression, 256)));
+            let bytes = codec.encode(&text).unwrap();
+            assert_eq!(bytes[0], super::COMPRESSED, "{compression:?}");
+            assert!(
+                bytes.len() < text.len() / 4,
+                "{compression:?}: {} bytes",
+                bytes.len()
+            );
+            assert_eq!(codec.decode(&bytes).as_ref(), Some(&text));
+            assert_eq!(Codec::<String>::new().decode(&bytes).as_ref(), Some(&text));
+            assert_eq!(Codec::<Point>::new().decode(&bytes), None, "another type");
+            let short = codec.encode(&"short".to_owned()).unwrap();
+            assert_eq!(short[0], super::FORMAT, "below the threshold: plain");
+            // Corrupt frames and lying lengths are misses, not panics or huge allocations.
+            for cut in [10, 11, 14, bytes.len() - 1] {
+                assert_eq!(
+                    codec.decode(&bytes[..cut]),
+                    None,
+                    "{compression:?} cut at {cut}"
+                );
+            }
+            let mut lying = bytes.clone();
+            lying[11..15].copy_from_slice(&[0xff; 4]);
+            assert_eq!(codec.decode(&lying), None, "{compression:?}");
+            let mut unknown = bytes.clone();
+            unknown[9] = 99;
+            assert_eq!(codec.decode(&unknown), None);
+        }
     }
 
     #[test]

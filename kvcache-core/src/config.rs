@@ -6,7 +6,8 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::interval::parse_interval;
-use crate::options::ContainerOptions;
+use crate::options::{Compression, ContainerOptions};
+use crate::size::parse_size;
 
 /// A parsed configuration: the backends and containers it declares.
 ///
@@ -19,6 +20,8 @@ use crate::options::ContainerOptions;
 /// container.greeting.expire = 1h 30m      # absent or 0: never
 /// container.greeting.generator = greeting # a generator registered under that name
 /// container.greeting.on_backend_error = generate  # or fail (the default)
+/// container.greeting.compress = zstd      # or lz4, none (the default)
+/// container.greeting.compress_above = 1 KiB  # default 256 bytes
 /// ```
 ///
 /// or from TOML of the same shape, where a backend is a table with a `kind`
@@ -188,10 +191,38 @@ impl Config {
                             .map_err(|message| Error::config(key, message))?;
                         container.options = container.options.on_backend_error(policy);
                     }
+                    "compress" => {
+                        let compression = match value {
+                            "none" => None,
+                            value => {
+                                let compression: Compression = value
+                                    .parse()
+                                    .map_err(|message| Error::config(key, message))?;
+                                if !compression.is_built_in() {
+                                    return Err(Error::config(
+                                        key,
+                                        format!(
+                                            "{value} is not built in: enable kvcache's `{}` feature",
+                                            compression.feature()
+                                        ),
+                                    ));
+                                }
+                                Some(compression)
+                            }
+                        };
+                        container.options = container.options.compress(compression);
+                    }
+                    "compress_above" => {
+                        let above =
+                            parse_size(value).map_err(|message| Error::config(key, message))?;
+                        container.options = container
+                            .options
+                            .compress_above(usize::try_from(above).unwrap_or(usize::MAX));
+                    }
                     _ => {
                         return Err(Error::config(
                             key,
-                            "unknown container setting (expected container.NAME.backend, .expire, .generator or .on_backend_error)",
+                            "unknown container setting (expected container.NAME.backend, .expire, .generator, .on_backend_error, .compress or .compress_above)",
                         ));
                     }
                 }

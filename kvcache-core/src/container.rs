@@ -8,7 +8,7 @@ use crate::codec::Value;
 
 use crate::async_container::AsyncContainer;
 use crate::error::Result;
-use crate::generator::Call;
+use crate::generator::{Call, block_on_all};
 use crate::lead::Batch;
 use crate::options::OnBackendError;
 use crate::slot::{Keep, Typed};
@@ -223,20 +223,28 @@ impl<V: Value> Container<V> {
     /// kvcache's runtime, all keys at once.
     fn call(&self, keys: &[String], call: &Call<V>) -> Vec<Result<V>> {
         let _span = tracing::debug_span!("kvcache.generate", container = %self.typed.slot.name, keys = keys.len()).entered();
+        let stopwatch = self.typed.slot.counters.stopwatch();
         match call {
             Call::Sync(generate) => keys
                 .iter()
                 .map(|key| {
-                    generate(key).map_err(|source| self.typed.generator_failed(key, source.into()))
+                    stopwatch
+                        .time(|| generate(key))
+                        .map_err(|source| self.typed.generator_failed(key, source.into()))
                 })
                 .collect(),
-            Call::Async { blocking, .. } => keys
-                .iter()
-                .zip(blocking(keys))
-                .map(|(key, result)| {
-                    result.map_err(|source| self.typed.generator_failed(key, source.into()))
-                })
-                .collect(),
+            Call::Async(generate) => {
+                let generations = keys
+                    .iter()
+                    .map(|key| stopwatch.time_future(generate(key.clone())))
+                    .collect();
+                keys.iter()
+                    .zip(block_on_all(generations))
+                    .map(|(key, result)| {
+                        result.map_err(|source| self.typed.generator_failed(key, source.into()))
+                    })
+                    .collect()
+            }
         }
     }
 }

@@ -18,30 +18,39 @@ use crate::runtime;
 type SyncFn<V> = dyn Fn(&str) -> Result<V, BoxError> + Send + Sync;
 /// An async generator.
 type AsyncFn<V> = dyn Fn(String) -> BoxFuture<'static, Result<V, BoxError>> + Send + Sync;
-/// An async generator driven for several keys at once while the calling thread waits.
-type BlockingFn<V> = dyn Fn(&[String]) -> Vec<Result<V, BoxError>> + Send + Sync;
+/// An async generator's call for one key.
+pub(crate) type Generation<V> = BoxFuture<'static, Result<V, BoxError>>;
 
 /// A typed generator, as a container calls it.
 pub(crate) enum Call<V> {
     /// Called on the caller's thread (or, for an async caller, on tokio's blocking pool).
     Sync(Arc<SyncFn<V>>),
-    /// Awaited on the caller's runtime; for a synchronous caller, `blocking` drives it for
-    /// each of the keys, all at once, on kvcache's own runtime.
-    Async {
-        future: Arc<AsyncFn<V>>,
-        blocking: Arc<BlockingFn<V>>,
-    },
+    /// Awaited on the caller's runtime; for a synchronous caller, its calls for every key are
+    /// driven all at once on kvcache's own runtime ([`block_on_all`]).
+    Async(Arc<AsyncFn<V>>),
 }
 
 impl<V> Clone for Call<V> {
     fn clone(&self) -> Self {
         match self {
             Call::Sync(f) => Call::Sync(Arc::clone(f)),
-            Call::Async { future, blocking } => Call::Async {
-                future: Arc::clone(future),
-                blocking: Arc::clone(blocking),
-            },
+            Call::Async(f) => Call::Async(Arc::clone(f)),
         }
+    }
+}
+
+/// Drives `generations` all at once on kvcache's runtime while the calling thread waits: how a
+/// synchronous caller calls an async generator.
+pub(crate) fn block_on_all<V: Send + 'static>(
+    generations: Vec<Generation<V>>,
+) -> Vec<Result<V, BoxError>> {
+    let count = generations.len();
+    match runtime::block_on(join_all(generations)) {
+        Ok(Some(results)) => results,
+        Ok(None) => (0..count)
+            .map(|_| Err("the generator panicked".into()))
+            .collect(),
+        Err(error) => (0..count).map(|_| Err(error.clone().into())).collect(),
     }
 }
 
@@ -111,30 +120,17 @@ impl Generator {
         F: Fn(String) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
-        type Future<V> = BoxFuture<'static, Result<V, BoxError>>;
         let future: Arc<AsyncFn<V>> = Arc::new(move |key: String| {
             let future = f(key);
             Box::pin(async move { future.await.map_err(Into::into) })
         });
-        let each = Arc::clone(&future);
-        let blocking = Arc::new(move |keys: &[String]| {
-            let futures: Vec<Future<V>> = keys.iter().map(|key| each(key.clone())).collect();
-            match runtime::block_on(join_all(futures)) {
-                Ok(Some(results)) => results,
-                Ok(None) => keys
-                    .iter()
-                    .map(|_| Err("the generator panicked".into()))
-                    .collect(),
-                Err(error) => keys.iter().map(|_| Err(error.clone().into())).collect(),
-            }
-        });
-        Self::erase::<V>(Call::Async { future, blocking })
+        Self::erase::<V>(Call::Async(future))
     }
 
     fn erase<V: 'static>(call: Call<V>) -> Self {
         Generator {
             value_type: std::any::type_name::<V>(),
-            asynchronous: matches!(call, Call::Async { .. }),
+            asynchronous: matches!(call, Call::Async(_)),
             function: Arc::new(call),
         }
     }

@@ -47,9 +47,11 @@ mod breaker;
 mod cache;
 mod clock;
 mod codec;
+mod compress;
 mod config;
 mod container;
 mod error;
+mod export;
 mod flight;
 mod generator;
 mod interval;
@@ -78,7 +80,7 @@ pub use error::{BoxError, Error, Result, Source};
 pub use generator::Generator;
 pub use interval::parse_interval;
 pub use memory::{Evictions, Held, MemoryStore};
-pub use options::{ContainerOptions, OnBackendError};
+pub use options::{COMPRESS_ABOVE, Compression, ContainerOptions, OnBackendError};
 pub use registry::{
     BackendFactory, BackendRegistration, GeneratorRegistration, backend_kind, backend_kinds,
     generators,

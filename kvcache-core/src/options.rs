@@ -1,4 +1,5 @@
-//! How a container behaves: its expiry and what it does when its backend fails.
+//! How a container behaves: its expiry, what it does when its backend fails, and whether its
+//! values are compressed.
 
 use std::fmt;
 use std::str::FromStr;
@@ -39,6 +40,52 @@ impl fmt::Display for OnBackendError {
     }
 }
 
+/// How a container's values are compressed before they are stored
+/// (`container.NAME.compress`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Compression {
+    /// `zstd` (level 3): the better ratio. Needs the `zstd` feature.
+    Zstd,
+    /// `lz4`: the faster. Needs the `lz4` feature.
+    Lz4,
+}
+
+impl Compression {
+    /// Whether this build can compress and decompress with it.
+    pub fn is_built_in(self) -> bool {
+        match self {
+            Compression::Zstd => cfg!(feature = "zstd"),
+            Compression::Lz4 => cfg!(feature = "lz4"),
+        }
+    }
+
+    /// The cargo feature that builds it in.
+    pub fn feature(self) -> &'static str {
+        match self {
+            Compression::Zstd => "zstd",
+            Compression::Lz4 => "lz4",
+        }
+    }
+}
+
+impl FromStr for Compression {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "zstd" => Ok(Compression::Zstd),
+            "lz4" => Ok(Compression::Lz4),
+            other => Err(format!("expected `zstd`, `lz4` or `none`, got {other:?}")),
+        }
+    }
+}
+
+/// Values whose encoding is shorter than this are stored as they are, unless the container says
+/// otherwise (`container.NAME.compress_above`): below it, compression saves too little to pay
+/// for itself.
+pub const COMPRESS_ABOVE: usize = 256;
+
 /// The settings of a container made with
 /// [`KvCache::create_container`](crate::KvCache::create_container).
 ///
@@ -56,6 +103,8 @@ impl fmt::Display for OnBackendError {
 pub struct ContainerOptions {
     expire: Option<Duration>,
     on_backend_error: OnBackendError,
+    compress: Option<Compression>,
+    compress_above: Option<usize>,
 }
 
 impl ContainerOptions {
@@ -69,6 +118,27 @@ impl ContainerOptions {
     pub fn on_backend_error(mut self, policy: OnBackendError) -> Self {
         self.on_backend_error = policy;
         self
+    }
+
+    /// Compresses values with `compression` when their encoding is longer than
+    /// [`compress_above`](ContainerOptions::compress_above) bytes. Every process reads
+    /// compressed values, whatever its own setting, if its build has that compression; one
+    /// without reads them as misses and regenerates them.
+    pub fn compress(mut self, compression: Option<Compression>) -> Self {
+        self.compress = compression;
+        self
+    }
+
+    /// The length above which values are compressed (default [`COMPRESS_ABOVE`]).
+    pub fn compress_above(mut self, bytes: usize) -> Self {
+        self.compress_above = Some(bytes);
+        self
+    }
+
+    /// The compression, and the length above which it applies.
+    pub fn compression(&self) -> Option<(Compression, usize)> {
+        self.compress
+            .map(|compression| (compression, self.compress_above.unwrap_or(COMPRESS_ABOVE)))
     }
 
     /// How long values live; `None`: until removed or evicted.

@@ -42,20 +42,24 @@ impl Slot {
         options: ContainerOptions,
         generator: Option<Generator>,
     ) -> Self {
+        // Timed inside the breaker: a call it refuses reaches no backend and is not timed.
+        let space = crate::export::timed(space, &name, &backend_name);
         let (sync, nonblocking) = match breaker {
             Some(breaker) => breaker.views(&space),
             None => (space.sync_store(), space.async_store()),
         };
+        let memory = space.memory_store();
+        let counters = Counters::new(&name, &backend_name, memory.as_ref());
         Slot {
             name,
             backend_name,
             options,
             sync,
             nonblocking,
-            memory: space.memory_store(),
+            memory,
             generator: RwLock::new(generator),
             flights: Arc::default(),
-            counters: Counters::default(),
+            counters,
         }
     }
 
@@ -108,10 +112,8 @@ impl<V> Clone for Typed<V> {
 impl<V: Value> Typed<V> {
     /// A view of `slot`, if `V` is its generator's value type.
     pub(crate) fn new(slot: Arc<Slot>) -> Result<Self> {
-        let typed = Typed {
-            slot,
-            codec: Codec::new(),
-        };
+        let codec = Codec::new().compressing(slot.options.compression());
+        let typed = Typed { slot, codec };
         typed.generator()?;
         Ok(typed)
     }
@@ -128,6 +130,7 @@ impl<V: Value> Typed<V> {
         let mut stats = self.slot.counters.snapshot();
         if let Some(memory) = &self.slot.memory {
             let evictions = memory.evictions();
+            self.slot.counters.evictions(evictions);
             stats.evicted_size = evictions.size;
             stats.evicted_expired = evictions.expired;
         }

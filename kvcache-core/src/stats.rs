@@ -1,9 +1,17 @@
 //! Per-container counters.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::export::{Export, Stopwatch};
+use crate::memory::{Evictions, MemoryStore};
 
 /// What a container has done since it was created, read with
 /// [`Container::stats`](crate::Container::stats).
+///
+/// With the `metrics` feature, each field is also a counter of the `metrics` facade
+/// (`kvcache_hits_total` and so on, labelled `container` and `backend`; the evictions are
+/// `kvcache_evictions_total{cause="size"}` and `{cause="expired"}`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -32,7 +40,8 @@ pub struct Stats {
     pub evicted_expired: u64,
 }
 
-#[derive(Debug, Default)]
+/// A container's counters, and their handles on the `metrics` recorder when the feature is on.
+#[derive(Debug)]
 pub(crate) struct Counters {
     hits: AtomicU64,
     misses: AtomicU64,
@@ -42,9 +51,10 @@ pub(crate) struct Counters {
     backend_errors: AtomicU64,
     waits: AtomicU64,
     fast_failures: AtomicU64,
+    export: Export,
 }
 
-/// One kind of event to count.
+/// One kind of event to count; its discriminant indexes the exported counters.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Event {
     Hit,
@@ -58,6 +68,27 @@ pub(crate) enum Event {
 }
 
 impl Counters {
+    /// The counters of container `container` on the backend declared as `backend`, whose
+    /// evictions are exported too when it is in `memory`.
+    pub(crate) fn new(
+        container: &str,
+        backend: &str,
+        memory: Option<&Arc<dyn MemoryStore>>,
+    ) -> Self {
+        Counters {
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            undecodable: AtomicU64::new(0),
+            generations: AtomicU64::new(0),
+            generator_errors: AtomicU64::new(0),
+            backend_errors: AtomicU64::new(0),
+            waits: AtomicU64::new(0),
+            fast_failures: AtomicU64::new(0),
+            export: Export::new(container, backend, memory),
+        }
+    }
+
+    #[inline]
     pub(crate) fn count(&self, event: Event) {
         let counter = match event {
             Event::Hit => &self.hits,
@@ -70,6 +101,17 @@ impl Counters {
             Event::FastFailure => &self.fast_failures,
         };
         counter.fetch_add(1, Relaxed);
+        self.export.count(event);
+    }
+
+    /// Times the container's generator calls.
+    pub(crate) fn stopwatch(&self) -> Stopwatch {
+        self.export.stopwatch()
+    }
+
+    /// Exports the in-memory backend's eviction counts, just read.
+    pub(crate) fn evictions(&self, evictions: Evictions) {
+        self.export.evictions(evictions);
     }
 
     pub(crate) fn snapshot(&self) -> Stats {
