@@ -8,7 +8,10 @@ fn cache(path: &str, compress: Option<&str>) -> KvCache {
         ("backend.disk".to_owned(), "file".to_owned()),
         ("backend.disk.path".to_owned(), path.to_owned()),
         ("container.pages.backend".to_owned(), "disk".to_owned()),
-        ("container.pages.compress_above".to_owned(), "1 KiB".to_owned()),
+        (
+            "container.pages.compress_above".to_owned(),
+            "1 KiB".to_owned(),
+        ),
     ];
     if let Some(compress) = compress {
         pairs.push(("container.pages.compress".to_owned(), compress.to_owned()));
@@ -17,7 +20,12 @@ fn cache(path: &str, compress: Option<&str>) -> KvCache {
 }
 
 fn stored_len(cache: &KvCache, key: &str) -> usize {
-    let store = cache.backend("disk").unwrap().open("pages").unwrap().sync_store();
+    let store = cache
+        .backend("disk")
+        .unwrap()
+        .open("pages")
+        .unwrap()
+        .sync_store();
     store.retrieve(key).unwrap().expect("stored").len()
 }
 
@@ -37,7 +45,11 @@ fn values_above_the_threshold_are_stored_compressed_and_read_by_every_process() 
         // Another process, configured without compression, reads both.
         let reader = cache(path, None);
         let pages: Container<String> = reader.container("pages").unwrap();
-        assert_eq!(pages.peek(compress).unwrap().as_ref(), Some(&page), "{compress}");
+        assert_eq!(
+            pages.peek(compress).unwrap().as_ref(),
+            Some(&page),
+            "{compress}"
+        );
         assert_eq!(pages.peek("small").unwrap().as_deref(), Some("tiny"));
     }
 }
@@ -52,7 +64,10 @@ fn an_unknown_compression_names_its_key() {
         panic!("brotli was accepted");
     };
     let text = error.to_string();
-    assert!(text.contains("container.c.compress") && text.contains("brotli"), "{text}");
+    assert!(
+        text.contains("container.c.compress") && text.contains("brotli"),
+        "{text}"
+    );
     let Err(error) = kvcache::init([
         ("backend.mem", "variable"),
         ("container.c.backend", "mem"),
@@ -60,5 +75,8 @@ fn an_unknown_compression_names_its_key() {
     ]) else {
         panic!("`big` was accepted");
     };
-    assert!(error.to_string().contains("container.c.compress_above"), "{error}");
+    assert!(
+        error.to_string().contains("container.c.compress_above"),
+        "{error}"
+    );
 }

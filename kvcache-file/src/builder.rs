@@ -19,6 +19,9 @@ use crate::schema::{self, SchemaError};
 pub const DEFAULT_TABLE: &str = "kvcache";
 /// How long a write waits for another writer unless [`FileBackendBuilder::busy_timeout`] says.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The page size of a new file: as fast as SQLite's 4 KiB for small values, faster for large
+/// ones, and 1 KiB values waste less of each page (BENCHMARKS.md, issue #14).
+const PAGE_SIZE: i64 = 8192;
 
 /// Options for opening a [`FileBackend`]: [`FileBackend::builder`].
 ///
@@ -30,6 +33,8 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// let backend = FileBackend::builder(dir.path().join("cache/kv.sqlite3"))
 ///     .table("greetings")
 ///     .busy_timeout(Duration::from_secs(1))
+///     .max_size(64 << 20)
+///     .max_entries(100_000)
 ///     .open()?;
 /// assert_eq!(backend.table(), "greetings");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -42,6 +47,17 @@ pub struct FileBackendBuilder {
     table: String,
     name: String,
     clock: Arc<dyn Clock>,
+    bounds: Bounds,
+}
+
+/// How large a file may grow: [`FileBackendBuilder::max_size`] and
+/// [`FileBackendBuilder::max_entries`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Bounds {
+    /// The most bytes of pages in use.
+    pub(crate) max_size: Option<u64>,
+    /// The most entries in the table.
+    pub(crate) max_entries: Option<u64>,
 }
 
 /// Why a path cannot be opened as a cache file.
@@ -108,7 +124,23 @@ impl FileBackendBuilder {
             table: DEFAULT_TABLE.to_owned(),
             name: crate::KIND.to_owned(),
             clock: Arc::new(SystemClock),
+            bounds: Bounds::default(),
         }
+    }
+
+    /// Bounds the file's size: past `bytes` of pages in use, each write culls the least recently
+    /// stored entries (see the crate's docs). Unbounded by default.
+    pub fn max_size(mut self, bytes: u64) -> Self {
+        self.bounds.max_size = Some(bytes);
+        self
+    }
+
+    /// Bounds the table's entries (every container's): past `entries`, each write culls the least
+    /// recently stored ones. Unbounded by default. The first backend opened with it on a file
+    /// has two triggers count the table's entries from then on.
+    pub fn max_entries(mut self, entries: u64) -> Self {
+        self.bounds.max_entries = Some(entries);
+        self
     }
 
     /// How long a write waits for another connection's write to finish before it fails
@@ -156,6 +188,7 @@ impl FileBackendBuilder {
             table,
             name,
             clock,
+            bounds,
         } = self;
         let refused = |path: &Path, why: Refused| {
             Error::backend(&name, format!("opening the cache file {path:?}"), why)
@@ -165,23 +198,33 @@ impl FileBackendBuilder {
         }
         let path =
             std::path::absolute(&path).map_err(|error| refused(&path, Refused::Absolute(error)))?;
+        let counted = bounds.max_entries.is_some();
         let lock = DirectoryLock::take(&path);
-        let (connection, known) =
-            open_file(&path, &table, busy_timeout, &lock).map_err(|why| refused(&path, why))?;
+        let (connection, known) = open_file(&path, &table, counted, busy_timeout, &lock)
+            .map_err(|why| refused(&path, why))?;
         drop(lock);
-        let pool = Pool::new(path.clone(), table.clone(), busy_timeout, connection, known);
-        Ok(FileBackend::new(name, path, table, clock, pool))
+        let pool = Pool::new(
+            path.clone(),
+            table.clone(),
+            counted,
+            busy_timeout,
+            connection,
+            known,
+        );
+        Ok(FileBackend::new(name, path, table, clock, bounds, pool))
     }
 }
 
-/// The first connection to the file at `path`: the file created if missing, in WAL mode, its
-/// table ready; and what it is on disk.
+/// The first connection to the file at `path`: the file created if missing (8 KiB pages,
+/// incremental auto-vacuum), in WAL mode, its table ready (its entries counted if `counted`);
+/// and what it is on disk.
 ///
 /// The caller holds `_lock`, the directory's, from before any look at the path until the file is
 /// ready: another process creating, following or moving the file aside waits for it.
 pub(crate) fn open_file(
     path: &Path,
     table: &str,
+    counted: bool,
     busy_timeout: Duration,
     _lock: &DirectoryLock,
 ) -> Result<(Connection, Known), Refused> {
@@ -210,14 +253,20 @@ pub(crate) fn open_file(
         }
     }
     let mut connection = pool::connect(path, busy_timeout)?;
+    if before.size == 0 {
+        // Only a database with no table yet takes them; a file made otherwise keeps its own.
+        connection.pragma_update(None, "page_size", PAGE_SIZE)?;
+        connection.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    }
     // The first statement that reads the file: a file that is not SQLite fails here, unwritten.
     let mode: String =
         connection.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(Refused::NotWal(mode));
     }
-    schema::prepare(&mut connection, table)?;
+    schema::prepare(&mut connection, table, counted)?;
     let page_size: i64 = connection.pragma_query_value(None, "page_size", |row| row.get(0))?;
+    let auto_vacuum: i64 = connection.pragma_query_value(None, "auto_vacuum", |row| row.get(0))?;
     let owned = schema::owned(&connection)?;
     // Read after the statements above, which opened the -wal and -shm.
     let found = Found::stat(path).map_err(Refused::Stat)?;
@@ -231,6 +280,7 @@ pub(crate) fn open_file(
         shm: found.shm,
         size: found.size,
         page_size: u64::try_from(page_size).unwrap_or(0).max(512),
+        shrinks: auto_vacuum != 0,
         owned,
     };
     Ok((connection, known))

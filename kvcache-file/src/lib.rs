@@ -28,19 +28,64 @@
 //! | `path` | the file; its parent directories are created | required |
 //! | `busy_timeout` | how long a write waits for another process's write (`5s`, `500ms`) | `5s` |
 //! | `table` | the table holding the entries; several can share a file | `kvcache` |
+//! | `max_size` | the most bytes of pages in use (`1GiB`, `500MB`, `1048576`; ≥ 64 KiB) | unbounded |
+//! | `max_entries` | the most entries of the table, every container's | unbounded |
 //!
 //! The original's class path `score.kvcache.backend.FileCache` is an alias of the kind.
 //!
 //! One table holds every container: `(container, key)` is its primary key, the value a BLOB and
-//! the expiry Unix milliseconds (`NULL`: never). The table is created, or checked, when the
-//! backend opens, and its schema version is recorded in the table `kvcache_schema`. An expired
-//! entry is a miss and is deleted when read; [`purge_expired`](kvcache_core::Backend::purge_expired)
-//! deletes every expired entry at once.
+//! the expiry Unix milliseconds (`NULL`: never); a new file has 8 KiB pages. The table is
+//! created, or checked, when the backend opens, and its schema version is recorded in the table
+//! `kvcache_schema`: a table of version 1 (before the size bound) is upgraded in place, a column
+//! added and no row rewritten; a build of version 1 then refuses it when it opens it, and one
+//! already running on it goes on. An expired entry is a miss and is deleted when read;
+//! [`purge_expired`](kvcache_core::Backend::purge_expired) deletes every expired entry at once.
 //!
 //! Opening refuses, with an error naming the path and leaving it as it is, a path that is a
 //! directory, a file that is not SQLite or is damaged (truncated, say), a table of that name with
 //! other columns, and a table written by a newer kvcache. A file that becomes read-only while in
 //! use fails writes and still serves reads.
+//!
+//! # Size: the bounds, culling and upkeep
+//!
+//! Every 64th write of a backend, and sooner when a bound is near, does the file's *upkeep*,
+//! right after the write, on its connection: it deletes up to 256 expired entries (found by an
+//! index on the expiry: expired entries go without any read or `purge_expired`), culls while a
+//! bound is passed, and gives free pages back. It reads first and takes the write lock only
+//! when there is something to do; at most 4 passes of 1024 entries and 1024 pages (4 MiB) each
+//! time. A failed upkeep (another writer held the lock past the busy timeout) fails nothing: the
+//! write succeeded, and the next one tries again. An unbounded file's writes pay about 1% for it.
+//!
+//! - **What `max_size` bounds**: the bytes of the file's pages in use, `(page_count -
+//!   freelist_count) × page_size`, read from SQLite's header: the entries with the index, the
+//!   tree's inner pages and the pages' free space, so no write keeps a count. Values take less:
+//!   about 85% of the bound with 1 KiB values. The `-wal` beside the file is not counted:
+//!   SQLite writes it back into the file every 1000 pages (8 MiB), and keeps its length.
+//! - **What `max_entries` bounds**: the rows of the table. The first backend opened with it on a
+//!   file creates two triggers that keep the count in `kvcache_schema` from then on, on every
+//!   insert and delete of any process.
+//! - **Policy: least recently stored**, as Python's diskcache by default. Entries are culled in
+//!   rowid order, the order they were inserted in, down to 1/32 below the bound. An entry stored
+//!   again over a live one is written in place, marked (`overwritten`); when culling reaches it,
+//!   it is moved to the newest end and unmarked instead (a second chance, as in the CLOCK
+//!   algorithm), so an entry always outlives those that were older when it was last stored and
+//!   have not been stored since. Moving a row on every overwrite would be exact, and cost a set
+//!   of an existing key 10 to 25 times as much (several pages written instead of one). Reads are
+//!   not recorded: an LRU would turn every hit into a write (see BENCHMARKS.md).
+//! - **Slack**: a backend's upkeep comes before its writes since the last one could have used a
+//!   quarter of the room left then, so one process keeps the bound after every write it
+//!   returns from (but one larger than the 4096 oldest entries, which the next writes finish
+//!   making room for). Several processes each see the others' writes at their next upkeep:
+//!   between upkeeps, each may add up to a quarter of the room it last saw. Four processes
+//!   writing ten times a 2 MiB bound in 1 KiB values kept the file within 1.03× of it
+//!   (`tests/bounds.rs`).
+//! - **Pages back**: a new file is made with `auto_vacuum = INCREMENTAL`, and an upkeep gives
+//!   back the free pages past an allowance (1/16 of `max_size`, else 1/8 of the file, at least
+//!   1 MiB). A file made without it (by kvcache before version 2, or by another program) keeps
+//!   its length: its free pages are reused by later writes, so a bound still holds, but it does
+//!   not shrink. Converting it takes a `VACUUM`, which rewrites the whole file under the write
+//!   lock, so the backend does not: delete the file (it is a cache), or run `PRAGMA auto_vacuum
+//!   = INCREMENTAL; VACUUM;` in `sqlite3` while no process uses it.
 //!
 //! # A file deleted, replaced or damaged while in use
 //!
@@ -66,8 +111,10 @@
 //!   what happened to the file and why the new one was refused; the path is tried again when it
 //!   changes, and otherwise once a second.
 //! - **Damaged**, the file is *replaced*. When SQLite finds it damaged (`SQLITE_CORRUPT`,
-//!   `SQLITE_NOTADB`), or the check finds it truncated (shorter than a page, or shorter than it
-//!   was or not a whole number of pages and `PRAGMA quick_check` agrees), that call fails with
+//!   `SQLITE_NOTADB`), or the check finds it truncated (shorter than a page, or not a whole
+//!   number of pages, or shorter than it was where it has no auto-vacuum to give pages back, and
+//!   `PRAGMA quick_check` agrees; a file with auto-vacuum cut by whole pages is found when SQLite
+//!   reads a page it lost), that call fails with
 //!   an error naming the path: "the file … is not an SQLite cache file or is damaged: …". The
 //!   backend moves the file to `PATH.damaged`, with its `-wal` (an older one there is replaced),
 //!   and creates a new, empty file in its place, which the calls after it use, and so do other
@@ -118,11 +165,35 @@ fn open(config: &BackendConfig) -> Result<Arc<dyn Backend>> {
             .map_err(|message| Error::config(config.key("table"), message))?;
         builder = builder.table(table);
     }
+    if let Some(bytes) = config.size("max_size")? {
+        if bytes < MIN_SIZE {
+            return Err(Error::config(
+                config.key("max_size"),
+                format!(
+                    "expected at least 64 KiB (an empty file's own pages take some), got {:?}",
+                    config.get("max_size").unwrap_or_default()
+                ),
+            ));
+        }
+        builder = builder.max_size(bytes);
+    }
+    if let Some(entries) = config.parse::<u64>("max_entries", "a whole number of entries")? {
+        if entries == 0 {
+            return Err(Error::config(
+                config.key("max_entries"),
+                "expected at least 1 entry, got 0",
+            ));
+        }
+        builder = builder.max_entries(entries);
+    }
     Ok(Arc::new(builder.open()?))
 }
+
+/// The smallest `max_size`: an empty file's own pages take a few of them.
+const MIN_SIZE: u64 = 64 << 10;
 
 kvcache_core::register_backend!(
     BackendRegistration::new(KIND, open)
         .aliases(&["score.kvcache.backend.FileCache"])
-        .options(&["path", "busy_timeout", "table"])
+        .options(&["path", "busy_timeout", "table", "max_size", "max_entries"])
 );

@@ -45,6 +45,8 @@ pub(crate) struct Known {
     /// The file's length.
     pub(crate) size: u64,
     pub(crate) page_size: u64,
+    /// Whether SQLite gives freed pages back (auto-vacuum), so the file shrinks in whole pages.
+    pub(crate) shrinks: bool,
     /// Whether every table in it is kvcache's (see [`crate::schema::owned`]).
     pub(crate) owned: bool,
 }
@@ -55,6 +57,8 @@ pub(crate) struct Known {
 pub(crate) struct Pool {
     path: PathBuf,
     table: String,
+    /// Whether the table's entries are counted (a bound on them is set).
+    counted: bool,
     busy_timeout: Duration,
     epoch: Instant,
     /// When the next check is due, in nanoseconds since `epoch`.
@@ -227,6 +231,7 @@ impl Pool {
     pub(crate) fn new(
         path: PathBuf,
         table: String,
+        counted: bool,
         busy_timeout: Duration,
         first: Connection,
         known: Known,
@@ -234,6 +239,7 @@ impl Pool {
         Pool {
             path,
             table,
+            counted,
             busy_timeout,
             epoch: Instant::now(),
             next_check: AtomicU64::new(nanos(CHECK_EVERY)),
@@ -348,13 +354,15 @@ impl Pool {
             return self.follow(generation, now);
         }
         // SQLite writes whole pages, never leaves a hole (but the one page at 1 GiB it locks),
-        // and never shrinks a file kvcache uses, short of a VACUUM. A file shorter than it was,
-        // not a whole number of pages, or with holes (a truncated file that a checkpoint wrote
-        // the pages it had in the -wal back to) is checked before it is called damaged.
+        // and shrinks a file only by whole pages it gives back (auto-vacuum). A file shorter
+        // than it was (where SQLite gives no pages back), not a whole number of pages, or with
+        // holes (a truncated file that a checkpoint wrote the pages it had in the -wal back to)
+        // is checked before it is called damaged.
         let last = opened.size.load(Ordering::Relaxed);
         let holes = found.allocated.saturating_add(known.page_size) < found.size
             && opened.holes_mean_damage.load(Ordering::Relaxed);
-        let suspect = found.size < last || found.size % known.page_size != 0 || holes;
+        let suspect =
+            (found.size < last && !known.shrinks) || found.size % known.page_size != 0 || holes;
         let what = if found.size < known.page_size {
             Some(truncated(found.size, None))
         } else if !suspect {
@@ -417,7 +425,13 @@ impl Pool {
         {
             files::remove_stale(&self.path, found, opened.known.wal, opened.known.shm);
         }
-        let held = match builder::open_file(&self.path, &self.table, self.busy_timeout, &lock) {
+        let held = match builder::open_file(
+            &self.path,
+            &self.table,
+            self.counted,
+            self.busy_timeout,
+            &lock,
+        ) {
             Ok((connection, known)) => Held::File(Opened::new(connection, known)),
             Err(refused) => Held::Nothing(Failure {
                 reason: Arc::new(Reason::Follow { change, refused }),
@@ -496,7 +510,13 @@ impl Pool {
                 (Held::Nothing(failure), reason)
             }
             Ok(aside) => {
-                match builder::open_file(&self.path, &self.table, self.busy_timeout, &lock) {
+                match builder::open_file(
+                    &self.path,
+                    &self.table,
+                    self.counted,
+                    self.busy_timeout,
+                    &lock,
+                ) {
                     Ok((connection, new)) => {
                         let outcome = aside.map_or(Outcome::Followed, Outcome::MovedAside);
                         (
