@@ -147,3 +147,35 @@ fn a_malformed_bound_names_its_key() {
         assert!(error.to_string().contains(&key), "{error}");
     }
 }
+
+#[test]
+fn a_weigher_sets_what_the_byte_bound_counts() {
+    let clock = ManualClock::new(0);
+    let cache = cache(
+        &[
+            ("backend.mem", "variable"),
+            ("backend.mem.max_bytes", "10 KiB"),
+            ("container.blobs.backend", "mem"),
+        ],
+        &clock,
+    );
+    // Each value claims 4 KiB whatever its encoding: two fit, the third evicts one.
+    cache
+        .register_weigher("blobs", |_: &str, _: &Vec<u8>| 4 << 10)
+        .unwrap();
+    let blobs = cache.container::<Vec<u8>>("blobs").unwrap();
+    for key in ["a", "b", "c"] {
+        blobs.set(key, &vec![1; 10]).unwrap();
+    }
+    let held = ["a", "b", "c"]
+        .iter()
+        .filter(|key| blobs.peek(key).unwrap().is_some())
+        .count();
+    assert_eq!(held, 2);
+    assert_eq!(blobs.stats().evicted_size, 1);
+    assert!(
+        cache
+            .register_weigher("nothing", |_: &str, _: &u8| 1)
+            .is_err()
+    );
+}

@@ -19,7 +19,7 @@ use crate::generator::Generator;
 use crate::interval::parse_interval;
 use crate::options::ContainerOptions;
 use crate::registry;
-use crate::slot::{Slot, Typed};
+use crate::slot::{Slot, Typed, Weigher};
 
 /// The option of every backend that sets how long its calls fail at once after it was found
 /// unreachable (`0`: never).
@@ -414,6 +414,36 @@ impl KvCache {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Weighs the values of container `name` with `weigher` (its key and value to a weight in
+    /// bytes) for an in-memory backend's `max_bytes`, instead of their key and encoded length:
+    /// for values whose encoding says little of what they hold (an `Arc` of a large buffer).
+    /// Other backends ignore it.
+    ///
+    /// ```no_run
+    /// // The `variable` kind is linked by the `kvcache` facade.
+    /// let cache = kvcache_core::init([("backend.mem", "variable"), ("container.c.backend", "mem")])?;
+    /// cache.register_weigher("c", |key: &str, value: &Vec<u8>| (key.len() + value.capacity()) as u64)?;
+    /// # Ok::<(), kvcache_core::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownContainer`] when the configuration has no container `name`.
+    pub fn register_weigher<V, F>(&self, name: &str, weigher: F) -> Result<()>
+    where
+        V: Value,
+        F: Fn(&str, &V) -> u64 + Send + Sync + 'static,
+    {
+        let slot = self.slot(name).ok_or_else(|| Error::UnknownContainer {
+            name: name.to_owned(),
+            known: self.containers(),
+        })?;
+        slot.set_weigher(Weigher(Arc::new(move |key, value| {
+            value.downcast_ref::<V>().map(|value| weigher(key, value))
+        })));
+        Ok(())
     }
 
     fn set_generator(&self, name: &str, generator: Generator) -> Result<()> {

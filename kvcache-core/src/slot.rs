@@ -29,6 +29,7 @@ pub(crate) struct Slot {
     /// paths call it inline.
     pub(crate) memory: Option<Arc<dyn MemoryStore>>,
     generator: RwLock<Option<Generator>>,
+    weigher: RwLock<Option<Weigher>>,
     pub(crate) flights: Arc<Flights>,
     pub(crate) counters: Counters,
 }
@@ -58,6 +59,7 @@ impl Slot {
             nonblocking,
             memory,
             generator: RwLock::new(generator),
+            weigher: RwLock::default(),
             flights: Arc::default(),
             counters,
         }
@@ -70,11 +72,35 @@ impl Slot {
             .clone()
     }
 
+    pub(crate) fn weigher(&self) -> Option<Weigher> {
+        self.weigher
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_weigher(&self, weigher: Weigher) {
+        *self.weigher.write().unwrap_or_else(PoisonError::into_inner) = Some(weigher);
+    }
+
     pub(crate) fn set_generator(&self, generator: Generator) {
         *self
             .generator
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Some(generator);
+    }
+}
+
+/// A user's weight of a value for an in-memory store's byte bound: `None` when the value is not
+/// of the type it was registered for.
+#[derive(Clone)]
+pub(crate) struct Weigher(
+    pub(crate) Arc<dyn Fn(&str, &dyn std::any::Any) -> Option<u64> + Send + Sync>,
+);
+
+impl fmt::Debug for Weigher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Weigher")
     }
 }
 
@@ -369,8 +395,8 @@ impl<V: Value> Typed<V> {
         value
     }
 
-    /// Holds `value` under `key` in an in-memory store, weighed as its key and encoded bytes.
-    /// `encoded_len` is the encoded size when the caller knows it.
+    /// Holds `value` under `key` in an in-memory store, weighed by the container's weigher, or
+    /// as its key and encoded bytes. `encoded_len` is the encoded size when the caller knows it.
     pub(crate) fn hold(
         &self,
         memory: &Arc<dyn MemoryStore>,
@@ -378,6 +404,12 @@ impl<V: Value> Typed<V> {
         value: V,
         encoded_len: Option<usize>,
     ) -> Result<()> {
+        if let Some(weigher) = self.slot.weigher()
+            && let Some(weight) = (weigher.0)(key, &value)
+        {
+            memory.insert(key, Held::value(value), weight, self.expire());
+            return Ok(());
+        }
         let len = match encoded_len {
             Some(len) => len,
             None => self
