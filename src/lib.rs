@@ -11,6 +11,9 @@ pub use kvcache_core::{
 
 pub use kvcache_core::register_backend;
 
+/// What an operator can ask of a backend from outside the application (the `kvcache` command).
+pub use kvcache_core::inspect;
+
 #[doc(hidden)]
 pub use kvcache_core::__private;
 

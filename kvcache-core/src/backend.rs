@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
+use crate::inspect::Inspect;
 use crate::interval::parse_interval;
 use crate::memory::MemoryStore;
 use crate::size::parse_size;
@@ -37,6 +38,13 @@ pub trait Backend: Send + Sync + Debug {
     ///
     /// [`Error::Backend`] when the store fails.
     fn purge_expired(&self) -> Result<()>;
+
+    /// What an operator can ask of this backend from outside the application: its containers,
+    /// their sizes, keys and entries ([`Inspect`], for the `kvcache` command). `None`, the
+    /// default, for a backend that cannot tell.
+    fn inspect(&self) -> Option<&dyn Inspect> {
+        None
+    }
 }
 
 /// One container's entries in a backend, as the backend natively serves them.

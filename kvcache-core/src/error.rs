@@ -175,6 +175,25 @@ pub enum Error {
         source: Source,
     },
 
+    /// A backend cannot do what was asked: an operator's inspection (listing keys, reading an
+    /// entry's size and expiry) of a backend that offers none ([`Backend::inspect`]), or an
+    /// operation that means nothing outside the process holding the entries (an in-memory
+    /// backend seen from another process).
+    ///
+    /// [`Backend::inspect`]: crate::Backend::inspect
+    #[error(
+        "backend {backend:?}: {operation} is not supported by this backend{}",
+        because(reason)
+    )]
+    Unsupported {
+        /// The backend's name in the configuration.
+        backend: String,
+        /// What was asked, in words: `listing the keys of container "c"`.
+        operation: String,
+        /// Why, when there is more to say than that the backend offers no such operation.
+        reason: Option<String>,
+    },
+
     /// A value could not be encoded.
     #[error("container {container:?}, key {key:?}: cannot encode a value of type `{type_name}`")]
     Codec {
@@ -233,10 +252,30 @@ impl Error {
         }
     }
 
+    /// An [`Error::Unsupported`]: the backend named `backend` cannot do `operation`.
+    pub fn unsupported(backend: impl Into<String>, operation: impl Into<String>) -> Self {
+        Error::Unsupported {
+            backend: backend.into(),
+            operation: operation.into(),
+            reason: None,
+        }
+    }
+
+    /// Whether this is [`Error::Unsupported`].
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, Error::Unsupported { .. })
+    }
+
     /// Whether this is [`Error::NotFound`].
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound { .. })
     }
+}
+
+fn because(reason: &Option<String>) -> String {
+    reason
+        .as_ref()
+        .map_or_else(String::new, |reason| format!(": {reason}"))
 }
 
 fn list(names: &[String]) -> String {

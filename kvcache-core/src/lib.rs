@@ -54,6 +54,7 @@ mod error;
 mod export;
 mod flight;
 mod generator;
+pub mod inspect;
 mod interval;
 mod lead;
 mod memory;

@@ -94,9 +94,9 @@ impl Slot {
 /// A user's weight of a value for an in-memory store's byte bound: `None` when the value is not
 /// of the type it was registered for.
 #[derive(Clone)]
-pub(crate) struct Weigher(
-    pub(crate) Arc<dyn Fn(&str, &dyn std::any::Any) -> Option<u64> + Send + Sync>,
-);
+pub(crate) struct Weigher(pub(crate) Arc<WeighFn>);
+
+type WeighFn = dyn Fn(&str, &dyn std::any::Any) -> Option<u64> + Send + Sync;
 
 impl fmt::Debug for Weigher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -35,6 +35,10 @@ const CULL_BELOW: u64 = 32;
 /// The most pages one upkeep gives back to the filesystem.
 const VACUUM_PAGES: u64 = 1024;
 
+// A child of this module, to read the file's state: what an operator can ask of it.
+#[path = "inspect.rs"]
+mod inspect;
+
 /// An SQLite file holding the entries of every container that names it, shared by threads and
 /// by processes.
 ///
@@ -540,6 +544,10 @@ impl Backend for FileBackend {
             file: Arc::clone(&self.file),
             container: container.into(),
         })))
+    }
+
+    fn inspect(&self) -> Option<&dyn kvcache_core::inspect::Inspect> {
+        Some(self)
     }
 
     fn purge_expired(&self) -> Result<()> {

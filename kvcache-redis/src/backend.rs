@@ -13,6 +13,10 @@ use crate::config::RedisConfig;
 use crate::key::{ContainerKeys, Keys};
 use crate::link::{Link, NoLink};
 
+// A child of this module, to use the backend's connection: what an operator can ask of it.
+#[path = "inspect.rs"]
+mod inspect;
+
 /// How many keys one `SCAN` step of `clear` asks for.
 const SCAN_COUNT: u32 = 1000;
 /// The longest expiry sent, in milliseconds: "never" in practice, and far enough from
@@ -333,6 +337,10 @@ impl Backend for RedisBackend {
     /// Nothing to do: Redis deletes expired keys itself.
     fn purge_expired(&self) -> Result<()> {
         Ok(())
+    }
+
+    fn inspect(&self) -> Option<&dyn kvcache_core::inspect::Inspect> {
+        Some(self)
     }
 }
 

@@ -127,6 +127,14 @@
 //!   after it is back reconnects and succeeds, on the same backend.
 //! - A key holding something kvcache did not write (a hash, a list) reads as a miss, and the
 //!   next store replaces it; a string kvcache did not write reads as a miss in the container.
+//!
+//! # Inspection
+//!
+//! The backend answers the `kvcache` command ([`Backend::inspect`])
+//! by walking with `SCAN ... MATCH` as `clear` does, never `KEYS`: a container's keys under its
+//! pattern, its summary with one pipeline of `STRLEN` and `PTTL` per step, and the containers
+//! under `PREFIX:{*`. The server walks its whole keyspace for each, one bounded step at a time.
+//! Sizes are the values' bytes, expiries `PTTL` added to this machine's clock.
 
 mod backend;
 mod config;

@@ -17,6 +17,10 @@ use crate::sql::{
     BATCH, COLUMNS, Container, Entry, EntrySql, Hash, Hashed, Statements, hash, upsert_chunks,
 };
 
+// A child of this module, to read the backend's state: what an operator can ask of the table.
+#[path = "inspect.rs"]
+mod inspect;
+
 /// A cache in a table of a PostgreSQL, MySQL/MariaDB or SQLite database, shared by every process
 /// that names the same table.
 ///
@@ -196,6 +200,10 @@ impl Backend for SqlBackend {
             db: Arc::clone(&self.db),
             container: Container::new(container),
         })))
+    }
+
+    fn inspect(&self) -> Option<&dyn kvcache_core::inspect::Inspect> {
+        Some(self)
     }
 
     fn purge_expired(&self) -> Result<()> {

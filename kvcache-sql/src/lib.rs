@@ -96,6 +96,14 @@
 //! `on_backend_error = generate` serves its generator's value. A statement the database refuses
 //! (a syntax error, a constraint, a read-only transaction) fails with
 //! [`Error::Backend`](kvcache_core::Error::Backend).
+//!
+//! # Inspection
+//!
+//! The backend answers the `kvcache` command ([`Backend::inspect`]):
+//! a container's summary is one aggregate statement (`COUNT`, `SUM(LENGTH(entry_value))`,
+//! `MIN`/`MAX(expires_at)`), its keys one sorted `SELECT` of a key range, and the containers a
+//! walk of the primary key's `container_hash`, one seek each. Each is bounded by
+//! `statement_timeout`, and none writes.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // With no database compiled in, `SqlBackend::open` can only return the error naming the feature
