@@ -12,18 +12,50 @@ use crate::async_container::AsyncContainer;
 use crate::backend::{Backend, BackendConfig, Space};
 use crate::breaker::{Breaker, DEFAULT_BACKOFF};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{BackendSpec, Config};
 use crate::container::Container;
 use crate::error::{BoxError, Error, Result};
 use crate::generator::Generator;
 use crate::interval::parse_interval;
 use crate::options::ContainerOptions;
-use crate::registry;
+use crate::registry::{self, BackendRegistration};
 use crate::slot::{Slot, Typed, Weigher};
 
 /// The option of every backend that sets how long its calls fail at once after it was found
 /// unreachable (`0`: never).
 const OUTAGE_BACKOFF: &str = "outage_backoff";
+
+/// What opening the declared backend `name` takes: its kind's registration, its configuration
+/// on `clock` (the core's own options taken out) and its outage backoff, when set.
+pub(crate) fn prepare_backend(
+    name: &str,
+    spec: &BackendSpec,
+    clock: Arc<dyn Clock>,
+) -> Result<(
+    &'static BackendRegistration,
+    BackendConfig,
+    Option<Duration>,
+)> {
+    let (kind, key) = spec
+        .kind
+        .as_ref()
+        .expect("Config::check ensures every backend has a kind");
+    let registration = registry::backend_kind(kind, key)?;
+    let mut config = BackendConfig::new(name, kind.clone()).clock(clock);
+    let mut backoff = None;
+    for (option, value) in &spec.options {
+        // The core's own option: every kind has it, no factory sees it.
+        if option == OUTAGE_BACKOFF {
+            let parsed = parse_interval(value).map_err(|message| {
+                Error::config(format!("backend.{name}.{OUTAGE_BACKOFF}"), message)
+            })?;
+            backoff = Some(parsed);
+            continue;
+        }
+        config = config.option(option.clone(), value.clone());
+    }
+    Ok((registration, config, backoff))
+}
 
 /// The backend kind that containers declared only by a generator are given.
 const IMPLICIT_KIND: &str = "variable";
@@ -116,23 +148,10 @@ impl Builder {
                     "is declared twice: in the configuration and with Builder::backend",
                 ));
             }
-            let (kind, key) = spec
-                .kind
-                .as_ref()
-                .expect("Config::check ensures every backend has a kind");
-            let registration = registry::backend_kind(kind, key)?;
-            let mut backend_config =
-                BackendConfig::new(name.clone(), kind.clone()).clock(Arc::clone(&clock));
-            for (option, value) in &spec.options {
-                // The core's own option: every kind has it, no factory sees it.
-                if option == OUTAGE_BACKOFF {
-                    let backoff = parse_interval(value).map_err(|message| {
-                        Error::config(format!("backend.{name}.{OUTAGE_BACKOFF}"), message)
-                    })?;
-                    breakers.insert(name.clone(), Arc::new(Breaker::new(name, backoff)));
-                    continue;
-                }
-                backend_config = backend_config.option(option.clone(), value.clone());
+            let (registration, backend_config, backoff) =
+                prepare_backend(name, spec, Arc::clone(&clock))?;
+            if let Some(backoff) = backoff {
+                breakers.insert(name.clone(), Arc::new(Breaker::new(name, backoff)));
             }
             backends.insert(name.clone(), registration.open(&backend_config)?);
         }

@@ -29,13 +29,11 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use crate::backend::{Backend, BackendConfig};
+use crate::backend::Backend;
 use crate::codec::{Codec, FORMAT, HEADER_LEN, Value, fingerprint};
 use crate::compress;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::interval::parse_interval;
-use crate::registry;
 
 /// A backend's answers to an operator: its containers, their sizes, their keys and entries.
 ///
@@ -337,22 +335,8 @@ impl Config {
                 ),
             )
         })?;
-        let (kind, key) = spec
-            .kind
-            .as_ref()
-            .expect("Config::check ensures every backend has a kind");
-        let registration = registry::backend_kind(kind, key)?;
-        let mut config = BackendConfig::new(name, kind.clone());
-        for (option, value) in &spec.options {
-            // The core's own option (the circuit breaker's, see cache.rs): checked, not passed.
-            if option == "outage_backoff" {
-                parse_interval(value).map_err(|message| {
-                    Error::config(format!("backend.{name}.{option}"), message)
-                })?;
-                continue;
-            }
-            config = config.option(option.clone(), value.clone());
-        }
+        let (registration, config, _backoff) =
+            crate::cache::prepare_backend(name, spec, Arc::new(crate::clock::SystemClock))?;
         registration.open(&config)
     }
 }
