@@ -21,6 +21,10 @@ use crate::sql::{
 #[path = "inspect.rs"]
 mod inspect;
 
+// A child of this module, as `inspect`: the table's upkeep, done by the writes.
+#[path = "upkeep.rs"]
+mod upkeep;
+
 /// A cache in a table of a PostgreSQL, MySQL/MariaDB or SQLite database, shared by every process
 /// that names the same table.
 ///
@@ -45,6 +49,7 @@ struct Db {
     statements: Statements,
     pool: Pool,
     clock: Arc<dyn Clock>,
+    upkeep: upkeep::Upkeep,
 }
 
 /// One container's entries in the table: the store [`Backend::open`] gives it.
@@ -64,6 +69,7 @@ impl SqlBackend {
     /// other columns (it is left as it is) or cannot be created.
     pub fn open(config: &BackendConfig) -> Result<Self> {
         let sql_config = SqlConfig::read(config)?;
+        let upkeep = upkeep::Upkeep::read(config, sql_config.url.database(), &sql_config.table)?;
         let pool = Pool::connect(config.name(), &sql_config)?;
         let db = Db {
             name: config.name().to_owned(),
@@ -71,6 +77,7 @@ impl SqlBackend {
             config: sql_config,
             pool,
             clock: config.clock_handle(),
+            upkeep,
         };
         db.ensure_table()?;
         Ok(SqlBackend { db: Arc::new(db) })
@@ -224,6 +231,7 @@ impl Store for SqlStore {
             .upsert(&self.container, &key, value, db.expires(ttl));
         with_connection!(db.pool, db.call(), |conn| upsert.execute(conn))
             .map_err(db.failed("storing into"))?;
+        db.wrote(1);
         Ok(())
     }
 
@@ -305,7 +313,9 @@ impl Store for SqlStore {
                     .try_for_each(|upsert| upsert.execute(conn).map(drop))
             }),
         })
-        .map_err(db.failed("storing into"))
+        .map_err(db.failed("storing into"))?;
+        db.wrote(rows.len());
+        Ok(())
     }
 }
 
@@ -320,6 +330,7 @@ impl fmt::Debug for SqlBackend {
             .field("pool_size", &db.config.pool_size)
             .field("connect_timeout", &db.config.connect_timeout)
             .field("statement_timeout", &db.config.statement_timeout)
+            .field("max_entries", &db.upkeep.max_entries)
             .finish_non_exhaustive()
     }
 }

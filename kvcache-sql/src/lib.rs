@@ -3,7 +3,8 @@
 //! Entries live in one table of a database the application servers already share, so every
 //! server sees what any of them stored. The table is created when absent; a table of that name
 //! with other columns is an error and is left as it is. Expired entries are misses, deleted when
-//! read and by [`purge_expired`](kvcache_core::Backend::purge_expired). Keys of any length work:
+//! read, by the writes' upkeep (see [below](#size-max_entries-and-upkeep)) and by
+//! [`purge_expired`](kvcache_core::Backend::purge_expired). Keys of any length work:
 //! the primary key holds a SHA-256 of the key, and the full key is compared on every read.
 //!
 //! ```
@@ -34,6 +35,7 @@
 //! | `connect_timeout` | how long opening a connection may take (PostgreSQL rounds it up to whole seconds, and to at least 2), and opening the backend waits for its first | `5s` |
 //! | `statement_timeout` | how long one call may take in all: waiting for a free connection, its statements, and the database's waits for locks held by other sessions; see [below](#every-call-is-bounded) | `5s` |
 //! | `table` | the table's name: ASCII letters, digits and `_` | `kvcache` |
+//! | `max_entries` | the most rows of the table, every container's; see [below](#size-max_entries-and-upkeep) | unbounded |
 //!
 //! Each database needs its cargo feature: `postgres`, `mysql` or `sqlite` here, `sql-postgres`,
 //! `sql-mysql` or `sql-sqlite` in the `kvcache` facade. The original's class path
@@ -55,6 +57,41 @@
 //! | PostgreSQL | `BYTEA` | `BIGINT` | `ON CONFLICT ... DO UPDATE` |
 //! | MySQL, MariaDB | `LONGBLOB` | `BIGINT` | `ON DUPLICATE KEY UPDATE` |
 //! | SQLite | `BLOB` | `INTEGER` | `ON CONFLICT ... DO UPDATE` |
+//!
+//! # Size: `max_entries` and upkeep
+//!
+//! Every 64th write of a backend does the table's *upkeep*, right after the write, in the
+//! writer's thread, within a call of its own (`statement_timeout`): it deletes up to 256 expired
+//! rows, soonest expired first, through the index on `expires_at` that every kvcache table has
+//! had since it was created (no migration), so expired entries go without any read or
+//! [`purge_expired`](kvcache_core::Backend::purge_expired). One thread of a backend does it at
+//! a time, the others' writes go on. A failed upkeep fails nothing: it is logged at warn level
+//! through `tracing`, the write has succeeded, and the writes 64 later try again.
+//!
+//! - **What `max_entries` bounds**: the rows of the whole table, every container's, as the
+//!   `file` backend's bound (the expired rows not yet deleted included). Counting rows is not
+//!   free (`COUNT(*)` reads the table or an index on every database), so a write counts them
+//!   only once the writes since the last count could have used a quarter of the room that count
+//!   found (with a bound of 1 M entries kept full: every 7,800 or so writes); when over, it culls
+//!   to 1/32 under the bound, at most 4 passes of 1024 rows each time.
+//! - **Policy: soonest expiry first.** The table has no column for when a row was stored, so
+//!   culling goes by the expiry index: rows that expire soonest go first, which for entries
+//!   stored with one time to live is the least recently stored; entries that never expire go
+//!   last, in the order of their index entries (by key hash on PostgreSQL and MySQL, in effect at
+//!   random; by insertion on SQLite). Entries stored in one millisecond tie. A stored-at column
+//!   was not added: builds before it refuse a table with columns other than theirs, so a rolling
+//!   upgrade would stop old processes from starting, and its index would cost every write
+//!   another index update.
+//! - **Slack**: one process writing alone keeps the bound after every write it returns from (but
+//!   past the 4096 rows one upkeep culls, which the next writes finish). Its threads' writes
+//!   made while an upkeep runs, and other processes' writes, are seen at its next count: between
+//!   two counts each process may add up to a quarter of the room it last saw, so four writing
+//!   evenly stay within the bound, and more exceed it by what they add. With the upkeep failing,
+//!   the table grows until the next count 64 writes later.
+//! - **Cost**: with no `max_entries`, a 64th of a write pays one indexed `DELETE`; with it, a
+//!   count of the table every room/4 writes, and in steady state one deleted row per new row. On
+//!   PostgreSQL a count of tens of millions of rows may need more than the default
+//!   `statement_timeout`: raise it, or the upkeep fails and is retried.
 //!
 //! # Every call is bounded
 //!
@@ -144,6 +181,7 @@ kvcache_core::register_backend!(
             "pool_size",
             "connect_timeout",
             "statement_timeout",
-            "table"
+            "table",
+            "max_entries"
         ])
 );

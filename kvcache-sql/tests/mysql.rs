@@ -194,3 +194,31 @@ fn a_server_that_goes_away_and_comes_back() {
         || server.start_again(),
     );
 }
+
+#[test]
+fn max_entries_holds_over_the_table() {
+    let Some(db) = Mysql::from_env() else {
+        return;
+    };
+    common::upkeep::max_entries_holds_over_the_table(&db);
+}
+
+#[test]
+fn writes_reclaim_expired_rows() {
+    let Some(db) = Mysql::from_env() else {
+        return;
+    };
+    common::upkeep::writes_reclaim_expired_rows(&db);
+}
+
+#[test]
+fn a_failed_upkeep_fails_no_write() {
+    let Some(db) = Mysql::from_env() else {
+        return;
+    };
+    common::upkeep::a_failed_upkeep_fails_no_write(
+        &db,
+        "CREATE TRIGGER `{table}_no_delete` BEFORE DELETE ON `{table}` FOR EACH ROW \
+         SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'no deletes'",
+    );
+}

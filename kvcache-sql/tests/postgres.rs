@@ -272,3 +272,34 @@ fn a_server_that_goes_away_and_comes_back() {
         || cluster.start_again(),
     );
 }
+
+#[test]
+fn max_entries_holds_over_the_table() {
+    let Some(db) = Postgres::from_env() else {
+        return;
+    };
+    common::upkeep::max_entries_holds_over_the_table(&db);
+}
+
+#[test]
+fn writes_reclaim_expired_rows() {
+    let Some(db) = Postgres::from_env() else {
+        return;
+    };
+    common::upkeep::writes_reclaim_expired_rows(&db);
+}
+
+#[test]
+fn a_failed_upkeep_fails_no_write() {
+    let Some(db) = Postgres::from_env() else {
+        return;
+    };
+    // The function stays after the table is dropped: it is shared by every run, and harmless.
+    common::upkeep::a_failed_upkeep_fails_no_write(
+        &db,
+        "CREATE OR REPLACE FUNCTION kvt_no_delete() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'no deletes'; END $$; \
+         CREATE TRIGGER \"{table}_no_delete\" BEFORE DELETE ON \"{table}\" \
+         FOR EACH ROW EXECUTE FUNCTION kvt_no_delete()",
+    );
+}

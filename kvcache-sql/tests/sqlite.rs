@@ -168,3 +168,22 @@ fn sqlalchemy_urls_are_relative_after_three_slashes_and_absolute_after_four() {
     );
     assert_eq!(db.count("kv_3"), 2, "both url rows are in the one file");
 }
+
+#[test]
+fn max_entries_holds_over_the_table() {
+    common::upkeep::max_entries_holds_over_the_table(&Sqlite::new());
+}
+
+#[test]
+fn writes_reclaim_expired_rows() {
+    common::upkeep::writes_reclaim_expired_rows(&Sqlite::new());
+}
+
+#[test]
+fn a_failed_upkeep_fails_no_write() {
+    common::upkeep::a_failed_upkeep_fails_no_write(
+        &Sqlite::new(),
+        "CREATE TRIGGER \"{table}_no_delete\" BEFORE DELETE ON \"{table}\" \
+         BEGIN SELECT RAISE(ABORT, 'no deletes'); END",
+    );
+}

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, reason = "each database's tests use a part of it")]
 
+pub(crate) mod upkeep;
+
 use std::any::Any;
 use std::fmt::Write as _;
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
