@@ -219,10 +219,7 @@ impl Policy {
         let node = &self.nodes[id as usize];
         let hash = node.hash;
         match node.segment {
-            Segment::Window | Segment::Protected => {
-                self.unlink(id);
-                self.push_tail(id);
-            }
+            Segment::Window | Segment::Protected => self.move_to_tail(id),
             Segment::Probation => {
                 self.unlink(id);
                 self.nodes[id as usize].segment = Segment::Protected;
@@ -328,11 +325,16 @@ impl Policy {
 
     /// After each sample of accesses, moves the window's share a step up or down the hill of
     /// the hit ratio.
+    #[inline]
     fn climb(&mut self) {
         let requests = self.hits + self.misses;
-        if requests < CLIMB_SAMPLES * self.sketch.sample_size() {
-            return;
+        if requests >= CLIMB_SAMPLES * self.sketch.sample_size() {
+            self.step_window(requests);
         }
+    }
+
+    #[cold]
+    fn step_window(&mut self, requests: usize) {
         let hit_ratio = self.hits as f64 / requests as f64;
         let change = hit_ratio - self.previous_hit_ratio;
         let amount = if change >= 0.0 { self.step } else { -self.step };
@@ -387,6 +389,33 @@ impl Policy {
             Segment::Probation => &mut self.probation,
             Segment::Protected => &mut self.protected,
         }
+    }
+
+    /// Moves `id` to the most recently used end of its own list: no counts change.
+    fn move_to_tail(&mut self, id: NodeId) {
+        let Node {
+            prev,
+            next,
+            segment,
+            ..
+        } = self.nodes[id as usize];
+        if next == NIL {
+            return; // already the tail
+        }
+        self.nodes[next as usize].prev = prev;
+        if prev != NIL {
+            self.nodes[prev as usize].next = next;
+        }
+        let list = self.list(segment);
+        if list.head == id {
+            list.head = next;
+        }
+        let old_tail = list.tail;
+        list.tail = id;
+        self.nodes[old_tail as usize].next = id;
+        let node = &mut self.nodes[id as usize];
+        node.prev = old_tail;
+        node.next = NIL;
     }
 
     fn push_tail(&mut self, id: NodeId) {
