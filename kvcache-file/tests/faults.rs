@@ -550,13 +550,7 @@ fn a_file_damaged_while_in_use_is_reported_moved_aside_and_replaced_by_a_new_one
     );
 
     // The calls after it use a new, empty file at the path.
-    assert_eq!(c.retrieve("k").unwrap(), None);
-    c.store("k", b"stored after", None).unwrap();
-    let reopened = FileBackend::open(&path).unwrap();
-    assert_eq!(
-        store(&reopened, "c").retrieve("k").unwrap().as_deref(),
-        Some(&b"stored after"[..])
-    );
+    serves_a_new_file(&*c, &path);
 }
 
 #[test]
@@ -640,13 +634,7 @@ fn a_file_truncated_while_in_use_is_damaged_not_busy_for_every_backend_on_it() {
         "{text}"
     );
     assert!(beside(&path, ".damaged").exists());
-    assert_eq!(c.retrieve("k").unwrap(), None);
-    c.store("k", b"stored after", None).unwrap();
-    let reopened = FileBackend::open(&path).unwrap();
-    assert_eq!(
-        store(&reopened, "c").retrieve("k").unwrap().as_deref(),
-        Some(&b"stored after"[..])
-    );
+    serves_a_new_file(&*c, &path);
 }
 
 #[test]
@@ -677,4 +665,16 @@ fn a_file_deleted_where_no_new_one_can_be_created_fails_naming_the_path_until_it
     assert_eq!(c.retrieve("k").unwrap(), None);
     c.store("k", b"new", None).unwrap();
     assert!(path.exists());
+}
+
+/// Checks container "c" of a backend whose file at `path` was set aside: its calls use a new,
+/// empty file there, which another backend opening `path` reads too.
+fn serves_a_new_file(c: &dyn kvcache_core::Store, path: &Path) {
+    assert_eq!(c.retrieve("k").unwrap(), None);
+    c.store("k", b"stored after", None).unwrap();
+    let reopened = FileBackend::open(path).unwrap();
+    assert_eq!(
+        store(&reopened, "c").retrieve("k").unwrap().as_deref(),
+        Some(&b"stored after"[..])
+    );
 }
