@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::{AsyncStore, BoxFuture, Space, Store};
+use crate::backend::{AsyncStore, BoxFuture, Lease, Space, Store};
 use crate::error::{Error, Result};
 use crate::memory::{ByteView, MemoryStore};
 use crate::runtime;
@@ -84,6 +84,19 @@ impl AsyncStore for Inline {
         ttl: Option<Duration>,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(std::future::ready(self.0.store_many(entries, ttl)))
+    }
+
+    fn lease<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Lease>> {
+        Box::pin(std::future::ready(self.0.lease(key, token, ttl)))
+    }
+
+    fn release<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(std::future::ready(self.0.release(key, token)))
     }
 }
 
@@ -163,6 +176,21 @@ impl AsyncStore for OnBlockingPool {
             store.store_many(&entries, ttl)
         }))
     }
+
+    fn lease<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Lease>> {
+        let (key, token) = (key.to_owned(), token.to_owned());
+        Box::pin(self.run(move |store| store.lease(&key, &token, ttl)))
+    }
+
+    fn release<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<()>> {
+        let (key, token) = (key.to_owned(), token.to_owned());
+        Box::pin(self.run(move |store| store.release(&key, &token)))
+    }
 }
 
 /// An async store's calls, each driven on kvcache's runtime while the calling thread waits.
@@ -225,6 +253,16 @@ impl Store for Driven {
                 .collect();
             store.store_many(&entries, ttl).await
         })
+    }
+
+    fn lease(&self, key: &str, token: &str, ttl: Duration) -> Result<Lease> {
+        let (key, token) = (key.to_owned(), token.to_owned());
+        self.run(move |store| async move { store.lease(&key, &token, ttl).await })
+    }
+
+    fn release(&self, key: &str, token: &str) -> Result<()> {
+        let (key, token) = (key.to_owned(), token.to_owned());
+        self.run(move |store| async move { store.release(&key, &token).await })
     }
 }
 

@@ -1,7 +1,8 @@
 //! Async containers: the same containers, called from tasks, never blocking their executor.
 
 use std::fmt;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use std::panic::AssertUnwindSafe;
 
@@ -11,10 +12,13 @@ use futures_util::future::join_all;
 
 use crate::container::Container;
 use crate::error::Result;
+use crate::flight::Role;
+use crate::fresh::Judged;
 use crate::generator::Call;
-use crate::lead::Batch;
+use crate::lead::{Batch, Made};
 use crate::runtime;
 use crate::slot::{Keep, Typed};
+use crate::stats::Event;
 use crate::stats::Stats;
 
 /// A container, for async callers: the methods of [`Container`], as futures that never block
@@ -78,17 +82,22 @@ impl<V: Value> AsyncContainer<V> {
     /// [`Error::Generator`](crate::Error::Generator) for every caller, its first included.
     pub async fn get(&self, key: &str) -> Result<V> {
         let landed_before = self.typed.slot.flights.landed();
-        let keep = match self.peek(key).await {
-            Ok(Some(value)) => return Ok(value),
-            Ok(None) => Keep::Yes { landed_before },
+        let (missed, keep) = match self.look(key).await {
+            Ok(judged) => {
+                let mut triage = self.typed.triage(&[key], vec![judged])?;
+                if let Some(Some(value)) = triage.values.pop() {
+                    return Ok(value);
+                }
+                (triage.missed, Keep::Yes { landed_before })
+            }
             Err(error) => {
                 self.typed.fail_open(error)?;
-                Keep::No
+                (vec![(0, None)], Keep::No)
             }
         };
         // The miss path's future is boxed: it is large, and every `get` future would otherwise
         // carry it, hits included (10,000 tasks in a stampede move it several times each).
-        let mut values = Box::pin(self.generate(&[key], vec![0], keep)).await?;
+        let mut values = Box::pin(self.generate(&[key], missed, keep)).await?;
         Ok(values.remove(0))
     }
 
@@ -99,22 +108,17 @@ impl<V: Value> AsyncContainer<V> {
     /// Those of [`get`](AsyncContainer::get), for the first key that fails.
     pub async fn get_many(&self, keys: &[&str]) -> Result<Vec<V>> {
         let landed_before = self.typed.slot.flights.landed();
-        let (mut values, keep) = match &self.typed.slot.memory {
-            Some(memory) => (
-                keys.iter()
-                    .map(|key| self.typed.held(memory, key))
-                    .collect(),
-                Keep::Yes { landed_before },
-            ),
-            None => {
-                let found = self.typed.slot.nonblocking.retrieve_many(keys).await;
-                self.typed.looked_up(keys.len(), found, landed_before)?
-            }
+        let found = match self.typed.slot.memory {
+            Some(_) => Ok(Vec::new()),
+            None => self.typed.slot.nonblocking.retrieve_many(keys).await,
         };
-        let missed: Vec<usize> = (0..keys.len()).filter(|&i| values[i].is_none()).collect();
-        if !missed.is_empty() {
-            let generated = Box::pin(self.generate(keys, missed.clone(), keep)).await?;
-            for (index, value) in missed.into_iter().zip(generated) {
+        let (judged, keep) = self.typed.judged_batch(keys, found, landed_before)?;
+        let triage = self.typed.triage(keys, judged)?;
+        let mut values = triage.values;
+        if !triage.missed.is_empty() {
+            let indices: Vec<usize> = triage.missed.iter().map(|(index, _)| *index).collect();
+            let generated = Box::pin(self.generate(keys, triage.missed, keep)).await?;
+            for (index, value) in indices.into_iter().zip(generated) {
                 values[index] = Some(value);
             }
         }
@@ -127,13 +131,21 @@ impl<V: Value> AsyncContainer<V> {
     ///
     /// Those of [`Container::peek`].
     pub async fn peek(&self, key: &str) -> Result<Option<V>> {
+        Ok(match self.look(key).await? {
+            Judged::Serve { value, .. } => Some(value),
+            Judged::Miss { .. } | Judged::Remembered(_) => None,
+        })
+    }
+
+    /// What is stored under `key`, judged and counted.
+    async fn look(&self, key: &str) -> Result<Judged<V>> {
         if self.typed.slot.memory.is_some() {
-            return self.typed.peek(key);
+            return self.typed.look(key);
         }
         let found = self
             .typed
             .backend_call(self.typed.slot.nonblocking.retrieve(key).await)?;
-        Ok(self.typed.decode_counted(found.as_deref()))
+        Ok(self.typed.judge(key, found.as_deref()))
     }
 
     /// Stores `value` under `key` with the container's expiry.
@@ -142,16 +154,13 @@ impl<V: Value> AsyncContainer<V> {
     ///
     /// Those of [`Container::set`].
     pub async fn set(&self, key: &str, value: &V) -> Result<()> {
+        let (bytes, stamp, ttl) = self.typed.entry(key, value)?;
         if let Some(memory) = &self.typed.slot.memory {
-            return self.typed.hold(memory, key, value.clone(), None);
+            return self
+                .typed
+                .hold(memory, key, value.clone(), Some(bytes.len()), stamp, ttl);
         }
-        let bytes = self.typed.encode(key, value)?;
-        let stored = self
-            .typed
-            .slot
-            .nonblocking
-            .store(key, &bytes, self.expire())
-            .await;
+        let stored = self.typed.slot.nonblocking.store(key, &bytes, ttl).await;
         self.typed.backend_call(stored)
     }
 
@@ -183,11 +192,16 @@ impl<V: Value> AsyncContainer<V> {
 
     /// The miss path: joins the flights of `keys[missed]`, hands those this caller leads to a
     /// task of their own, and awaits every missed key's value in order.
-    async fn generate(&self, keys: &[&str], missed: Vec<usize>, keep: Keep) -> Result<Vec<V>> {
-        let call = self.typed.require_generator(keys[missed[0]])?;
+    async fn generate(
+        &self,
+        keys: &[&str],
+        missed: Vec<(usize, Option<Arc<[u8]>>)>,
+        keep: Keep,
+    ) -> Result<Vec<V>> {
+        let call = self.typed.require_generator(keys[missed[0].0])?;
         let runtime = runtime::current()?;
         let roles = self.typed.join(keys, missed);
-        let batch = Batch::new(self.typed.clone(), roles.led, keep);
+        let batch = Batch::new(self.typed.clone(), roles.led, roles.fallbacks, keep);
         if !batch.is_empty() {
             // Shared between this caller and a task of its own: awaited here it starts at once
             // (a spawned task alone would wait behind every task the runtime has queued, 10,000
@@ -210,35 +224,97 @@ impl<V: Value> AsyncContainer<V> {
     }
 }
 
+/// Starts the background refresh of `keys` (with their current stored bytes) in a task of the
+/// caller's runtime, or of kvcache's for a caller on none: one per key in this process (a key
+/// whose flight is under way is left to it), one across processes (the store's lease). Its
+/// callers are served the current values meanwhile; a failed refresh keeps them.
+pub(crate) fn refresh<V: Value>(typed: &Typed<V>, keys: Vec<(String, Arc<[u8]>)>) {
+    let Ok(Some(call)) = typed.generator() else {
+        return;
+    };
+    let Ok(runtime) = runtime::current() else {
+        return;
+    };
+    let (mut leaders, mut currents) = (Vec::new(), Vec::new());
+    for (key, current) in keys {
+        if let Role::Leader(leader) = typed.slot.flights.join(&key, || typed.abandoned(&key)) {
+            typed.slot.counters.count(Event::Refresh);
+            tracing::debug!(container = %typed.slot.name, key, "refreshing in the background");
+            leaders.push(leader);
+            currents.push(current);
+        }
+    }
+    if leaders.is_empty() {
+        return;
+    }
+    let batch = Batch::refresh(typed.clone(), leaders, currents);
+    let lead = AssertUnwindSafe(lead(batch, typed.clone(), call)).catch_unwind();
+    drop(runtime.spawn(lead));
+}
+
 /// Generates, stores and lands the keys of `batch`.
 async fn lead<V>(mut batch: Batch<V>, typed: Typed<V>, call: Call<V>)
 where
     V: Value,
 {
     let store = &typed.slot.nonblocking;
-    if batch.must_look_again() {
+    loop {
+        let asked = batch.to_lease();
+        if !asked.is_empty() {
+            let ttl = batch.lease_ttl();
+            let mut answers = Vec::with_capacity(asked.len());
+            for (key, token) in &asked {
+                answers.push(store.lease(key, token, ttl).await);
+            }
+            batch.leased(asked, answers);
+        }
+        if batch.must_look_again() {
+            let pending = batch.pending();
+            let pending: Vec<&str> = pending.iter().map(String::as_str).collect();
+            batch.looked_again(store.retrieve_many(&pending).await);
+        }
         let pending = batch.pending();
-        let pending: Vec<&str> = pending.iter().map(String::as_str).collect();
-        batch.looked_again(store.retrieve_many(&pending).await);
-    }
-    let pending = batch.pending();
-    batch.generated(generate(&typed, pending, call).await);
-    if !batch.hold()
-        && let Some(entries) = batch.to_store()
-    {
-        let ttl = typed.expire();
-        let result = match entries.as_slice() {
-            [(key, bytes)] => store.store(key, bytes, ttl).await,
-            entries => store.store_many(entries, ttl).await,
-        };
-        batch.stored(result);
+        if !pending.is_empty() {
+            batch.generated(generate(&typed, pending, call.clone()).await);
+            if !batch.hold() {
+                let mut results = Vec::new();
+                for (ttl, entries) in batch.to_store() {
+                    results.push(match entries.as_slice() {
+                        [(key, bytes)] => store.store(key, bytes, ttl).await,
+                        entries => store.store_many(entries, ttl).await,
+                    });
+                }
+                for result in results {
+                    batch.stored(result);
+                }
+            }
+            batch.settle();
+        }
+        let mut released = Vec::new();
+        for (key, token) in batch.take_leases() {
+            released.push(store.release(&key, &token).await);
+        }
+        batch.released(released);
+        let Some(pause) = batch.pause() else { break };
+        sleep(pause).await;
+        let waiting = batch.waiting();
+        let waiting: Vec<&str> = waiting.iter().map(String::as_str).collect();
+        batch.polled(store.retrieve_many(&waiting).await);
     }
     batch.land();
 }
 
+/// Waits `pause` on kvcache's runtime, whose timer is always on (the caller's runtime may have
+/// none).
+async fn sleep(pause: Duration) {
+    if let Ok(runtime) = runtime::runtime() {
+        let _ = runtime.spawn(tokio::time::sleep(pause)).await;
+    }
+}
+
 /// Calls the generator for each of `keys`, all at once: an async one in this task, a
-/// synchronous one on the blocking pool.
-async fn generate<V>(typed: &Typed<V>, keys: Vec<String>, call: Call<V>) -> Vec<Result<V>>
+/// synchronous one on the blocking pool; each result with how long its call took.
+async fn generate<V>(typed: &Typed<V>, keys: Vec<String>, call: Call<V>) -> Vec<Made<V>>
 where
     V: Value,
 {
@@ -248,12 +324,21 @@ where
         Call::Async(generate) => {
             let futures: Vec<_> = keys
                 .iter()
-                .map(|key| stopwatch.time_future(generate(key.clone())))
+                .map(|key| {
+                    let generation = stopwatch.time_future(generate(key.clone()));
+                    async move {
+                        let start = Instant::now();
+                        let result = generation.await;
+                        (result, start.elapsed())
+                    }
+                })
                 .collect();
             let results = join_all(futures).await;
             keys.iter()
                 .zip(results)
-                .map(|(key, result)| result.map_err(|source| failed(key, source.into())))
+                .map(|(key, (result, took))| {
+                    (result.map_err(|source| failed(key, source.into())), took)
+                })
                 .collect()
         }
         Call::Sync(generate) => {
@@ -261,14 +346,20 @@ where
             let task = tokio::task::spawn_blocking(move || {
                 owned
                     .iter()
-                    .map(|key| stopwatch.time(|| generate(key)))
+                    .map(|key| {
+                        let start = Instant::now();
+                        let result = stopwatch.time(|| generate(key));
+                        (result, start.elapsed())
+                    })
                     .collect::<Vec<_>>()
             });
             match task.await {
                 Ok(results) => keys
                     .iter()
                     .zip(results)
-                    .map(|(key, result)| result.map_err(|source| failed(key, source.into())))
+                    .map(|(key, (result, took))| {
+                        (result.map_err(|source| failed(key, source.into())), took)
+                    })
                     .collect(),
                 Err(error) => {
                     let why = if error.is_panic() {
@@ -277,7 +368,7 @@ where
                         "the generator's task was cancelled: its runtime shut down"
                     };
                     keys.iter()
-                        .map(|key| Err(failed(key, why.into())))
+                        .map(|key| (Err(failed(key, why.into())), Duration::ZERO))
                         .collect()
                 }
             }

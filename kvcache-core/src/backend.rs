@@ -105,6 +105,35 @@ pub trait Store: Send + Sync + Debug {
             .iter()
             .try_for_each(|(key, value)| self.store(key, value, ttl))
     }
+
+    /// Takes the lease on generating `key` for `ttl`, under `token`, unless another live lease
+    /// holds it: how one caller across every process sharing the store generates a missing key
+    /// while the others wait for its value. A lease held past its `ttl` (its holder died) is
+    /// free again. Leases are kept apart from the entries: no read, clear or listing sees them.
+    ///
+    /// The default, for a store no other process shares, is [`Lease::Unshared`].
+    fn lease(&self, key: &str, token: &str, ttl: Duration) -> Result<Lease> {
+        let _ = (key, token, ttl);
+        Ok(Lease::Unshared)
+    }
+
+    /// Gives up the lease on `key` if `token` still holds it; another holder's lease is left
+    /// alone.
+    fn release(&self, key: &str, token: &str) -> Result<()> {
+        let _ = (key, token);
+        Ok(())
+    }
+}
+
+/// The answer to [`Store::lease`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// This caller holds it now, until it releases it or its time to live passes.
+    Acquired,
+    /// Another caller, in this process or another, holds it.
+    Held,
+    /// The store is private to this process: single flight within the process is enough.
+    Unshared,
 }
 
 /// A boxed future that can move between threads, as [`AsyncStore`] returns.
@@ -158,6 +187,23 @@ pub trait AsyncStore: Send + Sync + Debug {
             }
             Ok(())
         })
+    }
+
+    /// As [`Store::lease`].
+    fn lease<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Lease>> {
+        let _ = (key, token, ttl);
+        Box::pin(std::future::ready(Ok(Lease::Unshared)))
+    }
+
+    /// As [`Store::release`].
+    fn release<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<()>> {
+        let _ = (key, token);
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 

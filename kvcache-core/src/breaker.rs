@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::backend::{AsyncStore, BoxFuture, Space, Store};
+use crate::backend::{AsyncStore, BoxFuture, Lease, Space, Store};
 use crate::error::{Error, Result};
 
 /// The back-off interval when `backend.NAME.outage_backoff` is not set.
@@ -234,6 +234,14 @@ impl Store for Guarded<dyn Store> {
     fn store_many(&self, entries: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
         self.breaker.call(|| self.store.store_many(entries, ttl))
     }
+
+    fn lease(&self, key: &str, token: &str, ttl: Duration) -> Result<Lease> {
+        self.breaker.call(|| self.store.lease(key, token, ttl))
+    }
+
+    fn release(&self, key: &str, token: &str) -> Result<()> {
+        self.breaker.call(|| self.store.release(key, token))
+    }
 }
 
 impl AsyncStore for Guarded<dyn AsyncStore> {
@@ -271,6 +279,19 @@ impl AsyncStore for Guarded<dyn AsyncStore> {
         ttl: Option<Duration>,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(self.breaker.call_async(self.store.store_many(entries, ttl)))
+    }
+
+    fn lease<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Lease>> {
+        Box::pin(self.breaker.call_async(self.store.lease(key, token, ttl)))
+    }
+
+    fn release<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.breaker.call_async(self.store.release(key, token)))
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::codec::Value;
 
 use crate::async_container::AsyncContainer;
-use crate::backend::{Backend, BackendConfig, Space};
+use crate::backend::{Backend, BackendConfig};
 use crate::breaker::{Breaker, DEFAULT_BACKOFF};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{BackendSpec, Config};
@@ -19,7 +19,7 @@ use crate::generator::Generator;
 use crate::interval::parse_interval;
 use crate::options::ContainerOptions;
 use crate::registry::{self, BackendRegistration};
-use crate::slot::{Slot, Typed, Weigher};
+use crate::slot::{Opened, Slot, Typed, Weigher};
 
 /// The option of every backend that sets how long its calls fail at once after it was found
 /// unreachable (`0`: never).
@@ -326,6 +326,16 @@ impl KvCache {
         self.set_generator(name, Generator::new(f))
     }
 
+    /// Registers `generator` for container `name`: any kind of [`Generator`], such as one that
+    /// says how long its values live ([`Generator::expiring`]).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`register_generator`](KvCache::register_generator).
+    pub fn register(&self, name: &str, generator: Generator) -> Result<()> {
+        self.set_generator(name, generator)
+    }
+
     /// Like [`register_generator`](KvCache::register_generator), for a generator that can fail.
     ///
     /// # Errors
@@ -503,25 +513,26 @@ impl KvCache {
         );
         self.insert_slot(Slot::new(
             name.to_owned(),
-            (IMPLICIT_KIND.to_owned(), backend.open(name)?, None),
+            Opened {
+                backend_name: IMPLICIT_KIND.to_owned(),
+                space: backend.open(name)?,
+                breaker: None,
+                clock: Arc::clone(&self.clock),
+            },
             ContainerOptions::default(),
             Some(generator),
         ))
     }
 
     /// What a slot of container `container` on the backend declared as `name` is made of: the
-    /// backend's name, its space for the container, and the backend's breaker.
-    fn open(
-        &self,
-        name: &str,
-        backend: &Arc<dyn Backend>,
-        container: &str,
-    ) -> Result<(String, Space, Option<&Arc<Breaker>>)> {
-        Ok((
-            name.to_owned(),
-            backend.open(container)?,
-            self.breakers.get(name),
-        ))
+    /// backend's name, its space for the container, the backend's breaker, and the clock.
+    fn open(&self, name: &str, backend: &Arc<dyn Backend>, container: &str) -> Result<Opened<'_>> {
+        Ok(Opened {
+            backend_name: name.to_owned(),
+            space: backend.open(container)?,
+            breaker: self.breakers.get(name),
+            clock: Arc::clone(&self.clock),
+        })
     }
 
     fn insert_slot(&self, slot: Slot) -> Result<()> {

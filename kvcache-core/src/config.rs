@@ -22,6 +22,11 @@ use crate::size::parse_size;
 /// container.greeting.on_backend_error = generate  # or fail (the default)
 /// container.greeting.compress = zstd      # or lz4, none (the default)
 /// container.greeting.compress_above = 1 KiB  # default 256 bytes
+/// container.greeting.lock_timeout = 10s    # default 5s; 0: each process generates its own
+/// container.greeting.refresh = 10m         # stale while revalidate after 10 minutes
+/// container.greeting.stale_if_error = 1h   # serve the last value for 1h past expiry on errors
+/// container.greeting.cache_errors = 30s    # remember a generator's failure for 30s
+/// container.greeting.early_refresh = 1.0   # XFetch beta: probabilistic early refresh
 /// ```
 ///
 /// or from TOML of the same shape, where a backend is a table with a `kind`
@@ -219,10 +224,35 @@ impl Config {
                             .options
                             .compress_above(usize::try_from(above).unwrap_or(usize::MAX));
                     }
+                    "lock_timeout" | "refresh" | "stale_if_error" | "cache_errors" => {
+                        let interval =
+                            parse_interval(value).map_err(|message| Error::config(key, message))?;
+                        let options = container.options;
+                        container.options = match setting {
+                            "lock_timeout" => options.lock_timeout(interval),
+                            "refresh" => options.refresh(interval),
+                            "stale_if_error" => options.stale_if_error(interval),
+                            _ => options.cache_errors(interval),
+                        };
+                    }
+                    "early_refresh" => {
+                        let beta: f64 = value
+                            .trim()
+                            .parse()
+                            .ok()
+                            .filter(|beta: &f64| beta.is_finite() && *beta >= 0.0)
+                            .ok_or_else(|| {
+                                Error::config(
+                                    key,
+                                    format!("expected the XFetch beta, a number >= 0 such as 1.0, got {value:?}"),
+                                )
+                            })?;
+                        container.options = container.options.early_refresh(beta);
+                    }
                     _ => {
                         return Err(Error::config(
                             key,
-                            "unknown container setting (expected container.NAME.backend, .expire, .generator, .on_backend_error, .compress or .compress_above)",
+                            "unknown container setting (expected container.NAME.backend, .expire, .generator, .on_backend_error, .compress, .compress_above, .lock_timeout, .refresh, .stale_if_error, .cache_errors or .early_refresh)",
                         ));
                     }
                 }

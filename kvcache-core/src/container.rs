@@ -2,14 +2,15 @@
 //! threads.
 
 use std::fmt;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::codec::Value;
 
 use crate::async_container::AsyncContainer;
 use crate::error::Result;
 use crate::generator::{Call, block_on_all};
-use crate::lead::Batch;
+use crate::lead::{Batch, Made};
 use crate::options::OnBackendError;
 use crate::slot::{Keep, Typed};
 use crate::stats::Stats;
@@ -98,15 +99,20 @@ impl<V: Value> Container<V> {
         let _span =
             tracing::trace_span!("kvcache.get", container = %self.typed.slot.name, key).entered();
         let landed_before = self.typed.slot.flights.landed();
-        let keep = match self.peek(key) {
-            Ok(Some(value)) => return Ok(value),
-            Ok(None) => Keep::Yes { landed_before },
+        let (missed, keep) = match self.typed.look(key) {
+            Ok(judged) => {
+                let mut triage = self.typed.triage(&[key], vec![judged])?;
+                if let Some(Some(value)) = triage.values.pop() {
+                    return Ok(value);
+                }
+                (triage.missed, Keep::Yes { landed_before })
+            }
             Err(error) => {
                 self.typed.fail_open(error)?;
-                Keep::No
+                (vec![(0, None)], Keep::No)
             }
         };
-        let mut values = self.generate(&[key], vec![0], keep)?;
+        let mut values = self.generate(&[key], missed, keep)?;
         Ok(values.remove(0))
     }
 
@@ -119,22 +125,17 @@ impl<V: Value> Container<V> {
     pub fn get_many(&self, keys: &[&str]) -> Result<Vec<V>> {
         let _span = tracing::trace_span!("kvcache.get_many", container = %self.typed.slot.name, keys = keys.len()).entered();
         let landed_before = self.typed.slot.flights.landed();
-        let (mut values, keep) = match &self.typed.slot.memory {
-            Some(memory) => (
-                keys.iter()
-                    .map(|key| self.typed.held(memory, key))
-                    .collect(),
-                Keep::Yes { landed_before },
-            ),
-            None => {
-                let found = self.typed.slot.sync.retrieve_many(keys);
-                self.typed.looked_up(keys.len(), found, landed_before)?
-            }
+        let found = match self.typed.slot.memory {
+            Some(_) => Ok(Vec::new()),
+            None => self.typed.slot.sync.retrieve_many(keys),
         };
-        let missed: Vec<usize> = (0..keys.len()).filter(|&i| values[i].is_none()).collect();
-        if !missed.is_empty() {
-            let generated = self.generate(keys, missed.clone(), keep)?;
-            for (index, value) in missed.into_iter().zip(generated) {
+        let (judged, keep) = self.typed.judged_batch(keys, found, landed_before)?;
+        let triage = self.typed.triage(keys, judged)?;
+        let mut values = triage.values;
+        if !triage.missed.is_empty() {
+            let indices: Vec<usize> = triage.missed.iter().map(|(index, _)| *index).collect();
+            let generated = self.generate(keys, triage.missed, keep)?;
+            for (index, value) in indices.into_iter().zip(generated) {
                 values[index] = Some(value);
             }
         }
@@ -158,12 +159,14 @@ impl<V: Value> Container<V> {
     /// [`Error::Codec`](crate::Error::Codec) when the value cannot be encoded,
     /// [`Error::Backend`](crate::Error::Backend) when the backend fails.
     pub fn set(&self, key: &str, value: &V) -> Result<()> {
+        let (bytes, stamp, ttl) = self.typed.entry(key, value)?;
         if let Some(memory) = &self.typed.slot.memory {
-            return self.typed.hold(memory, key, value.clone(), None);
+            return self
+                .typed
+                .hold(memory, key, value.clone(), Some(bytes.len()), stamp, ttl);
         }
-        let bytes = self.typed.encode(key, value)?;
         self.typed
-            .backend_call(self.typed.slot.sync.store(key, &bytes, self.expire()))
+            .backend_call(self.typed.slot.sync.store(key, &bytes, ttl))
     }
 
     /// Deletes `key`; the next [`get`](Container::get) generates it again. A missing key is not
@@ -188,29 +191,17 @@ impl<V: Value> Container<V> {
 
     /// The miss path: joins the flights of `keys[missed]`, generates those this caller leads,
     /// stores them in one batch, and returns every missed key's value in order.
-    fn generate(&self, keys: &[&str], missed: Vec<usize>, keep: Keep) -> Result<Vec<V>> {
-        let call = self.typed.require_generator(keys[missed[0]])?;
+    fn generate(
+        &self,
+        keys: &[&str],
+        missed: Vec<(usize, Option<Arc<[u8]>>)>,
+        keep: Keep,
+    ) -> Result<Vec<V>> {
+        let call = self.typed.require_generator(keys[missed[0].0])?;
         let roles = self.typed.join(keys, missed);
-        let mut batch = Batch::new(self.typed.clone(), roles.led, keep);
+        let batch = Batch::new(self.typed.clone(), roles.led, roles.fallbacks, keep);
         if !batch.is_empty() {
-            if batch.must_look_again() {
-                let pending = batch.pending();
-                let pending: Vec<&str> = pending.iter().map(String::as_str).collect();
-                batch.looked_again(self.typed.slot.sync.retrieve_many(&pending));
-            }
-            let pending = batch.pending();
-            batch.generated(self.call(&pending, &call));
-            if !batch.hold()
-                && let Some(entries) = batch.to_store()
-            {
-                let ttl = self.expire();
-                let result = match entries.as_slice() {
-                    [(key, bytes)] => self.typed.slot.sync.store(key, bytes, ttl),
-                    entries => self.typed.slot.sync.store_many(entries, ttl),
-                };
-                batch.stored(result);
-            }
-            batch.land();
+            self.lead(batch, &call);
         }
         roles
             .waits
@@ -219,29 +210,88 @@ impl<V: Value> Container<V> {
             .collect()
     }
 
+    /// Leads `batch` round by round (see [`lead`](crate::lead)) and lands its flights.
+    fn lead(&self, mut batch: Batch<V>, call: &Call<V>) {
+        let store = &self.typed.slot.sync;
+        loop {
+            let asked = batch.to_lease();
+            if !asked.is_empty() {
+                let ttl = batch.lease_ttl();
+                let answers = asked
+                    .iter()
+                    .map(|(key, token)| store.lease(key, token, ttl))
+                    .collect();
+                batch.leased(asked, answers);
+            }
+            if batch.must_look_again() {
+                let pending = batch.pending();
+                let pending: Vec<&str> = pending.iter().map(String::as_str).collect();
+                batch.looked_again(store.retrieve_many(&pending));
+            }
+            let pending = batch.pending();
+            if !pending.is_empty() {
+                batch.generated(self.call(&pending, call));
+                if !batch.hold() {
+                    let results: Vec<Result<()>> = batch
+                        .to_store()
+                        .into_iter()
+                        .map(|(ttl, entries)| match entries.as_slice() {
+                            [(key, bytes)] => store.store(key, bytes, ttl),
+                            entries => store.store_many(entries, ttl),
+                        })
+                        .collect();
+                    for result in results {
+                        batch.stored(result);
+                    }
+                }
+                batch.settle();
+            }
+            let released = batch.take_leases();
+            batch.released(
+                released
+                    .iter()
+                    .map(|(key, token)| store.release(key, token))
+                    .collect(),
+            );
+            let Some(pause) = batch.pause() else { break };
+            std::thread::sleep(pause);
+            let waiting = batch.waiting();
+            let waiting: Vec<&str> = waiting.iter().map(String::as_str).collect();
+            batch.polled(store.retrieve_many(&waiting));
+        }
+        batch.land();
+    }
+
     /// Calls the generator for each of `keys`: a synchronous one on this thread, an async one on
     /// kvcache's runtime, all keys at once.
-    fn call(&self, keys: &[String], call: &Call<V>) -> Vec<Result<V>> {
+    fn call(&self, keys: &[String], call: &Call<V>) -> Vec<Made<V>> {
         let _span = tracing::debug_span!("kvcache.generate", container = %self.typed.slot.name, keys = keys.len()).entered();
         let stopwatch = self.typed.slot.counters.stopwatch();
         match call {
             Call::Sync(generate) => keys
                 .iter()
                 .map(|key| {
-                    stopwatch
+                    let start = Instant::now();
+                    let result = stopwatch
                         .time(|| generate(key))
-                        .map_err(|source| self.typed.generator_failed(key, source.into()))
+                        .map_err(|source| self.typed.generator_failed(key, source.into()));
+                    (result, start.elapsed())
                 })
                 .collect(),
             Call::Async(generate) => {
+                let start = Instant::now();
                 let generations = keys
                     .iter()
                     .map(|key| stopwatch.time_future(generate(key.clone())))
                     .collect();
+                let results = block_on_all(generations);
+                let took = start.elapsed();
                 keys.iter()
-                    .zip(block_on_all(generations))
+                    .zip(results)
                     .map(|(key, result)| {
-                        result.map_err(|source| self.typed.generator_failed(key, source.into()))
+                        let result = result
+                            .map_err(|source| self.typed.generator_failed(key, source.into()));
+                        (result, took)
                     })
                     .collect()
             }

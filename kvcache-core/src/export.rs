@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::backend::{BoxFuture, Space};
 use crate::memory::{Evictions, MemoryStore};
-use crate::stats::Event;
+use crate::stats::{EVENTS, Event};
 
 #[cfg(feature = "metrics")]
 pub(crate) use enabled::{Export, Stopwatch, timed};
@@ -22,7 +22,7 @@ pub(crate) use enabled::{Export, Stopwatch, timed};
 pub(crate) use disabled::{Export, Stopwatch, timed};
 
 /// The counter of each [`Event`], in the order of its discriminant, with its help text.
-const COUNTERS: [(Event, &str, &str); 8] = [
+const COUNTERS: [(Event, &str, &str); EVENTS] = [
     (
         Event::Hit,
         "kvcache_hits_total",
@@ -63,6 +63,31 @@ const COUNTERS: [(Event, &str, &str); 8] = [
         "kvcache_fast_failures_total",
         "Backend calls refused at once by the backend's circuit breaker during an outage; each is also a backend error.",
     ),
+    (
+        Event::LeaseWait,
+        "kvcache_lease_waits_total",
+        "Keys a caller waited for because another process held their lease.",
+    ),
+    (
+        Event::LeaseTakeover,
+        "kvcache_lease_takeovers_total",
+        "Keys a waiting caller generated itself: their lease was given up or expired without a value.",
+    ),
+    (
+        Event::StaleServed,
+        "kvcache_stale_served_total",
+        "Values served past their expiry because the generator failed or its failure is remembered.",
+    ),
+    (
+        Event::Refresh,
+        "kvcache_refreshes_total",
+        "Background refreshes started, past the refresh interval or drawn early by XFetch.",
+    ),
+    (
+        Event::ErrorCached,
+        "kvcache_errors_cached_total",
+        "Generator failures remembered in the store, and remembered failures returned.",
+    ),
 ];
 
 // Each counter sits at its event's discriminant, which `Export::count` indexes by.
@@ -85,7 +110,7 @@ mod enabled {
     use metrics::{Counter, Histogram, Label, Unit};
 
     use super::{Arc, BoxFuture, COUNTERS, Event, Evictions, MemoryStore, Space};
-    use crate::backend::{AsyncStore, Store};
+    use crate::backend::{AsyncStore, Lease, Store};
     use crate::error::Result;
 
     const EVICTIONS: &str = "kvcache_evictions_total";
@@ -312,6 +337,8 @@ mod enabled {
         store_many: Histogram,
         invalidate: Histogram,
         clear: Histogram,
+        lease: Histogram,
+        release: Histogram,
     }
 
     impl Calls {
@@ -329,6 +356,8 @@ mod enabled {
                 store_many: histogram("store_many"),
                 invalidate: histogram("invalidate"),
                 clear: histogram("clear"),
+                lease: histogram("lease"),
+                release: histogram("release"),
             }
         }
     }
@@ -382,6 +411,14 @@ mod enabled {
                 self.store.store_many(entries, ttl)
             })
         }
+
+        fn lease(&self, key: &str, token: &str, ttl: Duration) -> Result<Lease> {
+            time(&self.calls.lease, || self.store.lease(key, token, ttl))
+        }
+
+        fn release(&self, key: &str, token: &str) -> Result<()> {
+            time(&self.calls.release, || self.store.release(key, token))
+        }
     }
 
     impl AsyncStore for Timed<dyn AsyncStore> {
@@ -433,6 +470,25 @@ mod enabled {
             Box::pin(timed_future(
                 self.calls.store_many.clone(),
                 self.store.store_many(entries, ttl),
+            ))
+        }
+
+        fn lease<'a>(
+            &'a self,
+            key: &'a str,
+            token: &'a str,
+            ttl: Duration,
+        ) -> BoxFuture<'a, Result<Lease>> {
+            Box::pin(timed_future(
+                self.calls.lease.clone(),
+                self.store.lease(key, token, ttl),
+            ))
+        }
+
+        fn release<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<()>> {
+            Box::pin(timed_future(
+                self.calls.release.clone(),
+                self.store.release(key, token),
             ))
         }
     }

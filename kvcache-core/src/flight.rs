@@ -62,6 +62,11 @@ impl Flights {
         self.landed.load(Ordering::Acquire)
     }
 
+    /// Whether a flight for `key` is under way.
+    pub(crate) fn under_way(&self, key: &str) -> bool {
+        lock(&self.by_key).contains_key(key)
+    }
+
     /// Joins the flight for `key`, or starts one. A caller that leads calls `abandoned` for
     /// what makes the error its waiters get if it is dropped without landing; a waiter pays
     /// nothing for it.

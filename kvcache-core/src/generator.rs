@@ -5,6 +5,7 @@ use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::codec::Value;
 
@@ -15,11 +16,74 @@ use crate::error::BoxError;
 use crate::runtime;
 
 /// A synchronous generator.
-type SyncFn<V> = dyn Fn(&str) -> Result<V, BoxError> + Send + Sync;
+type SyncFn<V> = dyn Fn(&str) -> Result<Expiring<V>, BoxError> + Send + Sync;
 /// An async generator.
-type AsyncFn<V> = dyn Fn(String) -> BoxFuture<'static, Result<V, BoxError>> + Send + Sync;
+type AsyncFn<V> = dyn Fn(String) -> BoxFuture<'static, Result<Expiring<V>, BoxError>> + Send + Sync;
 /// An async generator's call for one key.
-pub(crate) type Generation<V> = BoxFuture<'static, Result<V, BoxError>>;
+pub(crate) type Generation<V> = BoxFuture<'static, Result<Expiring<V>, BoxError>>;
+
+/// A generated value with how long it lives, from a generator that knows (an HTTP response's
+/// `Cache-Control: max-age`, a token's own expiry): made with [`Generator::expiring`].
+///
+/// ```
+/// use std::time::Duration;
+/// use kvcache_core::Expiring;
+///
+/// let page = Expiring::from_cache_control("<html>", "public, max-age=60");
+/// assert_eq!(page.expire, Some(Duration::from_secs(60)));
+/// assert_eq!(Expiring::from_cache_control("x", "no-store").expire, Some(Duration::ZERO));
+/// assert_eq!(Expiring::from_cache_control("x", "public").expire, None);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expiring<V> {
+    /// The value.
+    pub value: V,
+    /// How long it lives from now: `None` for the container's expiry, zero for not at all (it
+    /// is returned to the callers waiting for it, and not stored).
+    pub expire: Option<Duration>,
+}
+
+impl<V> Expiring<V> {
+    /// `value`, living `expire` from now.
+    pub fn new(value: V, expire: Duration) -> Self {
+        Expiring {
+            value,
+            expire: Some(expire),
+        }
+    }
+
+    /// `value`, living as an HTTP `Cache-Control` header says: `s-maxage`, else `max-age`
+    /// seconds; `no-store`, `no-cache` and `private` mean zero (not stored); a header with none
+    /// of them leaves the container's expiry.
+    pub fn from_cache_control(value: V, header: &str) -> Self {
+        let mut max_age = None;
+        let mut shared_max_age = None;
+        for directive in header.split(',').map(str::trim) {
+            let (name, argument) = directive.split_once('=').unwrap_or((directive, ""));
+            let seconds = || argument.trim().trim_matches('"').parse::<u64>().ok();
+            match name.trim().to_ascii_lowercase().as_str() {
+                "no-store" | "no-cache" | "private" => {
+                    return Expiring::new(value, Duration::ZERO);
+                }
+                "s-maxage" => shared_max_age = seconds(),
+                "max-age" => max_age = seconds(),
+                _ => {}
+            }
+        }
+        Expiring {
+            value,
+            expire: shared_max_age.or(max_age).map(Duration::from_secs),
+        }
+    }
+
+    /// `value` with the container's expiry.
+    pub(crate) fn plain(value: V) -> Self {
+        Expiring {
+            value,
+            expire: None,
+        }
+    }
+}
 
 /// A typed generator, as a container calls it.
 pub(crate) enum Call<V> {
@@ -43,7 +107,7 @@ impl<V> Clone for Call<V> {
 /// synchronous caller calls an async generator.
 pub(crate) fn block_on_all<V: Send + 'static>(
     generations: Vec<Generation<V>>,
-) -> Vec<Result<V, BoxError>> {
+) -> Vec<Result<Expiring<V>, BoxError>> {
     let count = generations.len();
     match runtime::block_on(join_all(generations)) {
         Ok(Some(results)) => results,
@@ -76,7 +140,9 @@ impl Generator {
         V: Value,
         F: Fn(&str) -> V + Send + Sync + 'static,
     {
-        Self::erase::<V>(Call::Sync(Arc::new(move |key: &str| Ok(f(key)))))
+        Self::erase::<V>(Call::Sync(Arc::new(move |key: &str| {
+            Ok(Expiring::plain(f(key)))
+        })))
     }
 
     /// A generator that can fail; its error reaches the caller of `get` as
@@ -88,8 +154,46 @@ impl Generator {
         F: Fn(&str) -> Result<V, E> + Send + Sync + 'static,
     {
         Self::erase::<V>(Call::Sync(Arc::new(move |key: &str| {
+            f(key).map(Expiring::plain).map_err(Into::into)
+        })))
+    }
+
+    /// A generator that can fail and says how long each value lives: value-derived expiry.
+    /// An [`Expiring`] with no expiry gets the container's.
+    ///
+    /// ```
+    /// # use kvcache_core::{Expiring, Generator};
+    /// let quotes = Generator::expiring(|symbol: &str| {
+    ///     // An upstream answer with its headers, say.
+    ///     let (price, cache_control) = (symbol.len() as u64, "max-age=15");
+    ///     Ok::<_, std::io::Error>(Expiring::from_cache_control(price, cache_control))
+    /// });
+    /// ```
+    pub fn expiring<V, E, F>(f: F) -> Self
+    where
+        V: Value,
+        E: Into<BoxError>,
+        F: Fn(&str) -> Result<Expiring<V>, E> + Send + Sync + 'static,
+    {
+        Self::erase::<V>(Call::Sync(Arc::new(move |key: &str| {
             f(key).map_err(Into::into)
         })))
+    }
+
+    /// An async generator that can fail and says how long each value lives, as
+    /// [`expiring`](Generator::expiring).
+    pub fn expiring_async<V, E, F, Fut>(f: F) -> Self
+    where
+        V: Value,
+        E: Into<BoxError>,
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Expiring<V>, E>> + Send + 'static,
+    {
+        let future: Arc<AsyncFn<V>> = Arc::new(move |key: String| {
+            let future = f(key);
+            Box::pin(async move { future.await.map_err(Into::into) })
+        });
+        Self::erase::<V>(Call::Async(future))
     }
 
     /// An async generator that always succeeds. It is given the key as an owned `String`, so
@@ -122,7 +226,7 @@ impl Generator {
     {
         let future: Arc<AsyncFn<V>> = Arc::new(move |key: String| {
             let future = f(key);
-            Box::pin(async move { future.await.map_err(Into::into) })
+            Box::pin(async move { future.await.map(Expiring::plain).map_err(Into::into) })
         });
         Self::erase::<V>(Call::Async(future))
     }

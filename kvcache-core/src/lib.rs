@@ -53,6 +53,7 @@ mod container;
 mod error;
 mod export;
 mod flight;
+mod fresh;
 mod generator;
 pub mod inspect;
 mod interval;
@@ -63,25 +64,27 @@ mod registry;
 mod runtime;
 mod size;
 mod slot;
+mod stamp;
 mod stats;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+mod token;
 
 #[doc(hidden)]
 pub mod __private;
 
 pub use async_container::AsyncContainer;
-pub use backend::{AsyncStore, Backend, BackendConfig, BoxFuture, Space, Store};
+pub use backend::{AsyncStore, Backend, BackendConfig, BoxFuture, Lease, Space, Store};
 pub use cache::{Builder, KvCache, init};
 pub use clock::{Clock, ManualClock, SystemClock, expires_at};
 pub use codec::Value;
 pub use config::Config;
 pub use container::Container;
 pub use error::{BoxError, Error, Result, Source};
-pub use generator::Generator;
+pub use generator::{Expiring, Generator};
 pub use interval::parse_interval;
 pub use memory::{Evictions, Held, MemoryStore};
-pub use options::{COMPRESS_ABOVE, Compression, ContainerOptions, OnBackendError};
+pub use options::{COMPRESS_ABOVE, Compression, ContainerOptions, LOCK_TIMEOUT, OnBackendError};
 pub use registry::{
     BackendFactory, BackendRegistration, GeneratorRegistration, backend_kind, backend_kinds,
     generators,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::backend::Store;
 use crate::codec::{Codec, Value};
 use crate::error::{BoxError, Result};
+use crate::stamp::Stamp;
 
 /// One container's entries in an in-process store, kept as values, not bytes: a hit hands out
 /// a clone of the value, never decodes it.
@@ -91,10 +92,39 @@ impl Holdable for Bytes {
     }
 }
 
+/// A container's value with its stamp, for the containers that serve stale values.
+pub(crate) struct Stamped<V> {
+    pub(crate) stamp: Stamp,
+    pub(crate) value: V,
+}
+
+impl<V: Value> Holdable for Stamped<V> {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn encoded(&self) -> Result<Vec<u8>, BoxError> {
+        let mut bytes = Vec::new();
+        self.stamp.write(&mut bytes);
+        bytes.extend_from_slice(&Codec::<V>::new().encode(&self.value)?);
+        Ok(bytes)
+    }
+}
+
 impl Held {
     /// A container's value.
     pub(crate) fn value<V: Value>(value: V) -> Self {
         Held(Box::new(Typed(value)))
+    }
+
+    /// A container's value, with its stamp.
+    pub(crate) fn stamped<V: Value>(stamp: Stamp, value: V) -> Self {
+        Held(Box::new(Stamped { stamp, value }))
+    }
+
+    /// The stamped value, if it is a stamped `V`.
+    pub(crate) fn get_stamped<V: Value>(&self) -> Option<&Stamped<V>> {
+        self.0.as_any().downcast_ref()
     }
 
     /// Bytes, as a byte store holds them.

@@ -105,7 +105,18 @@ pub struct ContainerOptions {
     on_backend_error: OnBackendError,
     compress: Option<Compression>,
     compress_above: Option<usize>,
+    lock_timeout: Option<Duration>,
+    refresh: Option<Duration>,
+    stale_if_error: Option<Duration>,
+    cache_errors: Option<Duration>,
+    /// The XFetch β's bits: a positive, finite `f64`.
+    early_refresh: Option<u64>,
 }
+
+/// How long a lease on generating a key lives unless its holder releases it first
+/// (`container.NAME.lock_timeout`): the longest a process that dies while generating blocks
+/// that key for the others.
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl ContainerOptions {
     /// Values expire this long after they are stored; zero means never (the default).
@@ -133,6 +144,90 @@ impl ContainerOptions {
     pub fn compress_above(mut self, bytes: usize) -> Self {
         self.compress_above = Some(bytes);
         self
+    }
+
+    /// How long a lease on generating a key lives (default [`LOCK_TIMEOUT`]); zero turns the
+    /// leases off, and each process then generates its own misses.
+    ///
+    /// On a store that other processes share (Redis, SQL, the file backend), one caller across
+    /// every process generates a missing key while the others wait for its value; a caller that
+    /// waits past twice this long generates the key itself.
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = Some(timeout);
+        self
+    }
+
+    /// The lease time to live; zero when leases are off.
+    pub fn lease_ttl(&self) -> Duration {
+        self.lock_timeout.unwrap_or(LOCK_TIMEOUT)
+    }
+
+    /// Stale while revalidate: a value older than `refresh` is still served at once, and one
+    /// caller across every process regenerates it in the background; [`expire`] stays the
+    /// limit past which it is never served. Zero: off (the default).
+    ///
+    /// [`expire`]: ContainerOptions::expire
+    pub fn refresh(mut self, refresh: Duration) -> Self {
+        self.refresh = Some(refresh).filter(|d| !d.is_zero());
+        self
+    }
+
+    /// Stale if error: when the generator fails, the last value is served instead for up to
+    /// this long past its expiry, counted and reported through `tracing`. Zero: off (the
+    /// default).
+    pub fn stale_if_error(mut self, window: Duration) -> Self {
+        self.stale_if_error = Some(window).filter(|d| !d.is_zero());
+        self
+    }
+
+    /// Negative caching: a generator's failure is remembered this long, in the store, so that
+    /// callers in every process get it (or the stale value, within
+    /// [`stale_if_error`](ContainerOptions::stale_if_error)) without calling a failing upstream
+    /// again. Zero: off (the default).
+    pub fn cache_errors(mut self, remember: Duration) -> Self {
+        self.cache_errors = Some(remember).filter(|d| !d.is_zero());
+        self
+    }
+
+    /// Early probabilistic refresh (XFetch, Vattani et al., VLDB 2015): a read at time `t` of
+    /// a value expiring at `e` that took `δ` to generate refreshes it in the background when
+    /// `t − δ·β·ln(u) ≥ e`, `u` uniform in (0, 1]: the closer to its expiry and the slower its
+    /// generator, the likelier. `beta` is β (1 is the paper's optimum; larger refreshes
+    /// earlier); zero: off (the default). Needs an [`expire`](ContainerOptions::expire).
+    pub fn early_refresh(mut self, beta: f64) -> Self {
+        self.early_refresh = Some(beta)
+            .filter(|b| b.is_finite() && *b > 0.0)
+            .map(f64::to_bits);
+        self
+    }
+
+    /// The stale-while-revalidate interval, if on.
+    pub fn refresh_after(&self) -> Option<Duration> {
+        self.refresh
+    }
+
+    /// The stale-if-error window, if on.
+    pub fn stale_window(&self) -> Option<Duration> {
+        self.stale_if_error
+    }
+
+    /// How long a generator's failure is remembered, if it is.
+    pub fn errors_remembered(&self) -> Option<Duration> {
+        self.cache_errors
+    }
+
+    /// The XFetch β, if early refresh is on.
+    pub fn early_refresh_beta(&self) -> Option<f64> {
+        self.early_refresh.map(f64::from_bits)
+    }
+
+    /// Whether stored values carry their times (a stamp): any of refresh, stale-if-error,
+    /// negative caching or early refresh is on.
+    pub(crate) fn stamps(&self) -> bool {
+        self.refresh.is_some()
+            || self.stale_if_error.is_some()
+            || self.cache_errors.is_some()
+            || self.early_refresh.is_some()
     }
 
     /// The compression, and the length above which it applies.

@@ -2,18 +2,31 @@
 //! decoding, encoding, counting, and the errors they make.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use crate::backend::{AsyncStore, Space, Store};
 use crate::breaker::Breaker;
+use crate::clock::Clock;
 use crate::codec::{Codec, Value};
 use crate::error::{Error, Result, Source};
 use crate::flight::{Flights, Leader, Outcome, Role};
+use crate::fresh::Judged;
 use crate::generator::{Call, Generator};
 use crate::memory::{Held, MemoryStore};
 use crate::options::{ContainerOptions, OnBackendError};
+use crate::stamp::Stamp;
 use crate::stats::{Counters, Event, Stats};
+
+/// What a slot is made of, besides its name, options and generator: the name of the backend
+/// it is on, the backend's space for it, the backend's breaker, and the clock.
+pub(crate) struct Opened<'a> {
+    pub(crate) backend_name: String,
+    pub(crate) space: Space,
+    pub(crate) breaker: Option<&'a Arc<Breaker>>,
+    pub(crate) clock: Arc<dyn Clock>,
+}
 
 /// The state of one container, shared by the cache and every handle to it.
 #[derive(Debug)]
@@ -32,6 +45,11 @@ pub(crate) struct Slot {
     weigher: RwLock<Option<Weigher>>,
     pub(crate) flights: Arc<Flights>,
     pub(crate) counters: Counters,
+    /// Set when the store answered that no other process shares it: leases are not asked for
+    /// again.
+    unshared: AtomicBool,
+    /// What stamps and their ages are read against.
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl Slot {
@@ -39,7 +57,12 @@ impl Slot {
     /// through `breaker` when it has one.
     pub(crate) fn new(
         name: String,
-        (backend_name, space, breaker): (String, Space, Option<&Arc<Breaker>>),
+        Opened {
+            backend_name,
+            space,
+            breaker,
+            clock,
+        }: Opened<'_>,
         options: ContainerOptions,
         generator: Option<Generator>,
     ) -> Self {
@@ -57,12 +80,25 @@ impl Slot {
             options,
             sync,
             nonblocking,
-            memory,
             generator: RwLock::new(generator),
             weigher: RwLock::default(),
             flights: Arc::default(),
             counters,
+            unshared: AtomicBool::new(memory.is_some()),
+            memory,
+            clock,
         }
+    }
+
+    /// Whether a miss asks the store for a lease: the container leases (a non-zero lock
+    /// timeout) and the store has not said it is private to this process.
+    pub(crate) fn leases(&self) -> bool {
+        !self.options.lease_ttl().is_zero() && !self.unshared.load(Ordering::Relaxed)
+    }
+
+    /// Notes that the store is private to this process.
+    pub(crate) fn unshared(&self) {
+        self.unshared.store(true, Ordering::Relaxed);
     }
 
     pub(crate) fn generator(&self) -> Option<Generator> {
@@ -112,10 +148,19 @@ pub(crate) enum Keep {
     No,
 }
 
+/// What a look-up of several keys found: each key's served value, or its miss.
+pub(crate) struct Triage<V> {
+    pub(crate) values: Vec<Option<V>>,
+    /// The missed keys, by index, with the stale value each falls back to.
+    pub(crate) missed: Vec<(usize, Option<Arc<[u8]>>)>,
+}
+
 /// A caller's part in the flights of the keys it missed.
 pub(crate) struct Roles {
     /// The keys it generates, with their leaders.
     pub(crate) led: Vec<Leader>,
+    /// The stale value each led key falls back to.
+    pub(crate) fallbacks: Vec<Option<Arc<[u8]>>>,
     /// Every flight it waits on, by index into its keys: its own and other callers'.
     pub(crate) waits: Vec<(usize, Arc<crate::flight::Flight>)>,
 }
@@ -186,28 +231,21 @@ impl<V: Value> Typed<V> {
         })
     }
 
-    /// Joins the flight of each key `missed` names (indices into `keys`).
-    pub(crate) fn join(&self, keys: &[&str], missed: impl IntoIterator<Item = usize>) -> Roles {
+    /// Joins the flight of each key `missed` names (indices into `keys`, with the stale value
+    /// each falls back to).
+    pub(crate) fn join(&self, keys: &[&str], missed: Vec<(usize, Option<Arc<[u8]>>)>) -> Roles {
         let mut roles = Roles {
             led: Vec::new(),
+            fallbacks: Vec::new(),
             waits: Vec::new(),
         };
-        for index in missed {
+        for (index, fallback) in missed {
             let key = keys[index];
-            let abandoned = || {
-                let (this, owned) = (self.clone(), key.to_owned());
-                move || {
-                    this.generator_failed(
-                        &owned,
-                        "the generation was abandoned: the generator panicked, or the runtime running it shut down"
-                            .into(),
-                    )
-                }
-            };
-            match self.slot.flights.join(key, abandoned) {
+            match self.slot.flights.join(key, || self.abandoned(key)) {
                 Role::Leader(leader) => {
                     roles.waits.push((index, leader.flight()));
                     roles.led.push(leader);
+                    roles.fallbacks.push(fallback);
                 }
                 Role::Waiter(flight) => {
                     self.slot.counters.count(Event::Wait);
@@ -219,6 +257,51 @@ impl<V: Value> Typed<V> {
         roles
     }
 
+    /// What makes the error the waiters of `key` get when its leader is dropped without landing.
+    pub(crate) fn abandoned(&self, key: &str) -> impl FnOnce() -> Error + Send + 'static {
+        let (this, owned) = (self.clone(), key.to_owned());
+        move || {
+            this.generator_failed(
+                &owned,
+                "the generation was abandoned: the generator panicked, or the runtime running it shut down"
+                    .into(),
+            )
+        }
+    }
+
+    /// Sorts out what a look-up of `keys` found: the values served, and the misses with the
+    /// stale values they fall back to; starts the background refreshes of the values due for
+    /// one. A remembered failure is the error of the first key that has one.
+    pub(crate) fn triage(&self, keys: &[&str], judged: Vec<Judged<V>>) -> Result<Triage<V>> {
+        let mut triage = Triage {
+            values: Vec::with_capacity(keys.len()),
+            missed: Vec::new(),
+        };
+        let mut refreshes = Vec::new();
+        for (index, judged) in judged.into_iter().enumerate() {
+            match judged {
+                Judged::Serve { value, refresh } => {
+                    if let Some(current) = refresh {
+                        refreshes.push((keys[index].to_owned(), current));
+                    }
+                    triage.values.push(Some(value));
+                }
+                Judged::Miss { fallback } => {
+                    triage.values.push(None);
+                    triage.missed.push((index, fallback));
+                }
+                Judged::Remembered(error) => {
+                    self.slot.counters.count(Event::ErrorCached);
+                    return Err(error);
+                }
+            }
+        }
+        if !refreshes.is_empty() {
+            crate::async_container::refresh(self, refreshes);
+        }
+        Ok(triage)
+    }
+
     /// Whether a leader must look its keys up again before generating: a flight landed since
     /// its caller's look-up, which may have stored them.
     pub(crate) fn look_again(&self, keep: Keep) -> bool {
@@ -228,7 +311,7 @@ impl<V: Value> Typed<V> {
     /// The value in a flight's outcome, for the caller that waited on it.
     pub(crate) fn landed(&self, key: &str, outcome: Outcome) -> Result<V> {
         let bytes = outcome?;
-        self.codec.decode(&bytes).ok_or_else(|| Error::Codec {
+        self.decode_landed(&bytes).ok_or_else(|| Error::Codec {
             container: self.slot.name.clone(),
             key: key.to_owned(),
             type_name: Codec::<V>::type_name(),
@@ -260,19 +343,6 @@ impl<V: Value> Typed<V> {
             key: key.to_owned(),
             source,
         }
-    }
-
-    /// Counts a generated value and encodes it.
-    pub(crate) fn generated(&self, key: &str, value: &V) -> Result<Vec<u8>> {
-        self.slot.counters.count(Event::Generation);
-        self.encode(key, value)
-    }
-
-    /// Decodes what a look-up found, and counts it.
-    pub(crate) fn decode_counted(&self, bytes: Option<&[u8]>) -> Option<V> {
-        let value = bytes.and_then(|bytes| self.codec.decode(bytes));
-        self.count_lookup(bytes.is_some(), value.is_some());
-        value
     }
 
     /// Counts a look-up that `found` bytes, which `decoded` or not.
@@ -323,33 +393,6 @@ impl<V: Value> Typed<V> {
         result
     }
 
-    /// What a batch look-up of `keys` keys found, decoded and counted, with whether the values
-    /// generated for its misses are to be stored. A failed look-up under `generate` is all
-    /// misses, not to be stored.
-    pub(crate) fn looked_up(
-        &self,
-        keys: usize,
-        found: Result<Vec<Option<Vec<u8>>>>,
-        landed_before: u64,
-    ) -> Result<(Vec<Option<V>>, Keep)> {
-        let found = self
-            .backend_call(found)
-            .and_then(|found| self.check_batch(&found, keys).map(|()| found));
-        match found {
-            Ok(found) => Ok((
-                found
-                    .iter()
-                    .map(|bytes| self.decode_counted(bytes.as_deref()))
-                    .collect(),
-                Keep::Yes { landed_before },
-            )),
-            Err(error) => {
-                self.fail_open(error)?;
-                Ok(((0..keys).map(|_| None).collect(), Keep::No))
-            }
-        }
-    }
-
     /// Checks that a batch look-up answered one entry per key.
     pub(crate) fn check_batch<T>(&self, found: &[T], keys: usize) -> Result<()> {
         if found.len() == keys {
@@ -365,49 +408,99 @@ impl<V: Value> Typed<V> {
         )))
     }
 
-    /// The stored value of `key`: cloned from an in-memory store, or decoded in place by the
-    /// synchronous store.
-    pub(crate) fn peek(&self, key: &str) -> Result<Option<V>> {
+    /// What is stored under `key`, judged and counted: read from an in-memory store's values,
+    /// or decoded in place by the synchronous store.
+    pub(crate) fn look(&self, key: &str) -> Result<Judged<V>> {
         if let Some(memory) = &self.slot.memory {
-            return Ok(self.held(memory, key));
+            return Ok(self.judge_held(memory, key));
         }
-        let mut value = None;
-        let found = self.backend_call(
-            self.slot
-                .sync
-                .retrieve_with(key, &mut |bytes| value = self.codec.decode(bytes)),
-        )?;
-        self.count_lookup(found, value.is_some());
-        Ok(value)
+        let mut judged = None;
+        self.backend_call(self.slot.sync.retrieve_with(key, &mut |bytes| {
+            judged = Some(self.judge(key, Some(bytes)))
+        }))?;
+        Ok(judged.unwrap_or_else(|| self.judge(key, None)))
     }
 
-    /// The value an in-memory store holds under `key`, counted: a clone of it when it is a
-    /// `V`, decoded when it was stored as bytes; another type's value is a miss.
-    pub(crate) fn held(&self, memory: &Arc<dyn MemoryStore>, key: &str) -> Option<V> {
-        let mut value = None;
-        let found = memory.get_with(key, &mut |held| {
-            value = match held.get::<V>() {
-                Some(value) => Some(value.clone()),
-                None => held.as_bytes().and_then(|bytes| self.codec.decode(bytes)),
+    /// The stored value of `key` that a `get` would serve now, never calling the generator.
+    pub(crate) fn peek(&self, key: &str) -> Result<Option<V>> {
+        Ok(match self.look(key)? {
+            Judged::Serve { value, .. } => Some(value),
+            Judged::Miss { .. } | Judged::Remembered(_) => None,
+        })
+    }
+
+    /// What a batch look-up found, judged per key, with whether the values generated for its
+    /// misses are to be stored. A failed look-up under `generate` is all misses, not to be
+    /// stored.
+    pub(crate) fn judged_batch(
+        &self,
+        keys: &[&str],
+        found: Result<Vec<Option<Vec<u8>>>>,
+        landed_before: u64,
+    ) -> Result<(Vec<Judged<V>>, Keep)> {
+        if let Some(memory) = &self.slot.memory {
+            let judged = keys
+                .iter()
+                .map(|key| self.judge_held(memory, key))
+                .collect();
+            return Ok((judged, Keep::Yes { landed_before }));
+        }
+        let found = self
+            .backend_call(found)
+            .and_then(|found| self.check_batch(&found, keys.len()).map(|()| found));
+        match found {
+            Ok(found) => Ok((
+                keys.iter()
+                    .zip(&found)
+                    .map(|(key, bytes)| self.judge(key, bytes.as_deref()))
+                    .collect(),
+                Keep::Yes { landed_before },
+            )),
+            Err(error) => {
+                self.fail_open(error)?;
+                Ok((
+                    keys.iter()
+                        .map(|_| Judged::Miss { fallback: None })
+                        .collect(),
+                    Keep::No,
+                ))
             }
-        });
-        self.count_lookup(found, value.is_some());
-        value
+        }
     }
 
-    /// Holds `value` under `key` in an in-memory store, weighed by the container's weigher, or
-    /// as its key and encoded bytes. `encoded_len` is the encoded size when the caller knows it.
+    /// The entry `set` stores for `value`: stamped as a generated one, if the container stamps.
+    pub(crate) fn entry(
+        &self,
+        key: &str,
+        value: &V,
+    ) -> Result<(Vec<u8>, Option<Stamp>, Option<Duration>)> {
+        let (stamp, ttl) = self.stamp_for(self.expire(), Duration::ZERO);
+        let bytes = self.encode_stamped(key, value, stamp.as_ref())?;
+        Ok((bytes, stamp, ttl))
+    }
+
+    /// Holds `value` under `key` in an in-memory store for `ttl`, with its stamp if it has
+    /// one, weighed by the container's weigher, or as its key and encoded bytes. `encoded_len`
+    /// is the encoded size when the caller knows it.
     pub(crate) fn hold(
         &self,
         memory: &Arc<dyn MemoryStore>,
         key: &str,
         value: V,
         encoded_len: Option<usize>,
+        stamp: Option<Stamp>,
+        ttl: Option<Duration>,
     ) -> Result<()> {
-        if let Some(weigher) = self.slot.weigher()
-            && let Some(weight) = (weigher.0)(key, &value)
-        {
-            memory.insert(key, Held::value(value), weight, self.expire());
+        let weighed = self
+            .slot
+            .weigher()
+            .and_then(|weigher| (weigher.0)(key, &value));
+        let held = |value: V| match stamp {
+            Some(stamp) => Held::stamped(stamp, value),
+            None => Held::value(value),
+        };
+        if let Some(weight) = weighed {
+            memory.insert(key, held(value), weight, ttl);
             return Ok(());
         }
         let len = match encoded_len {
@@ -418,7 +511,7 @@ impl<V: Value> Typed<V> {
                 .map_err(|source| self.codec_error(key, source))?,
         };
         let weight = u64::try_from(key.len() + len).unwrap_or(u64::MAX);
-        memory.insert(key, Held::value(value), weight, self.expire());
+        memory.insert(key, held(value), weight, ttl);
         Ok(())
     }
 

@@ -33,6 +33,20 @@ pub struct Stats {
     /// Backend calls refused at once by the backend's circuit breaker, during an outage, without
     /// trying the backend; each is also a backend error.
     pub fast_failures: u64,
+    /// Keys a caller waited for because another process held their lease (cross-process single
+    /// flight), instead of calling its generator.
+    pub lease_waits: u64,
+    /// Keys a waiting caller generated itself because their lease was given up (the holder's
+    /// generator failed) or expired (the holder died) without a stored value.
+    pub lease_takeovers: u64,
+    /// Values served past their expiry because the generator failed, or because its failure
+    /// is remembered (`stale_if_error`).
+    pub stale_served: u64,
+    /// Background refreshes started: of values past `refresh`, or drawn early by XFetch.
+    pub refreshes: u64,
+    /// Generator failures remembered in the store (`cache_errors`), and remembered failures
+    /// returned to callers instead of calling the generator.
+    pub errors_cached: u64,
     /// Entries the in-memory backend dropped to stay within its bound (entries or bytes).
     pub evicted_size: u64,
     /// Entries the in-memory backend dropped because they had expired, without a read or a
@@ -43,18 +57,11 @@ pub struct Stats {
 /// A container's counters, and their handles on the `metrics` recorder when the feature is on.
 #[derive(Debug)]
 pub(crate) struct Counters {
-    hits: AtomicU64,
-    misses: AtomicU64,
-    undecodable: AtomicU64,
-    generations: AtomicU64,
-    generator_errors: AtomicU64,
-    backend_errors: AtomicU64,
-    waits: AtomicU64,
-    fast_failures: AtomicU64,
+    counts: [AtomicU64; EVENTS],
     export: Export,
 }
 
-/// One kind of event to count; its discriminant indexes the exported counters.
+/// One kind of event to count; its discriminant indexes the counters.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Event {
     Hit,
@@ -65,7 +72,15 @@ pub(crate) enum Event {
     BackendError,
     Wait,
     FastFailure,
+    LeaseWait,
+    LeaseTakeover,
+    StaleServed,
+    Refresh,
+    ErrorCached,
 }
+
+/// How many kinds of [`Event`] there are.
+pub(crate) const EVENTS: usize = 13;
 
 impl Counters {
     /// The counters of container `container` on the backend declared as `backend`, whose
@@ -76,31 +91,14 @@ impl Counters {
         memory: Option<&Arc<dyn MemoryStore>>,
     ) -> Self {
         Counters {
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-            undecodable: AtomicU64::new(0),
-            generations: AtomicU64::new(0),
-            generator_errors: AtomicU64::new(0),
-            backend_errors: AtomicU64::new(0),
-            waits: AtomicU64::new(0),
-            fast_failures: AtomicU64::new(0),
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
             export: Export::new(container, backend, memory),
         }
     }
 
     #[inline]
     pub(crate) fn count(&self, event: Event) {
-        let counter = match event {
-            Event::Hit => &self.hits,
-            Event::Miss => &self.misses,
-            Event::Undecodable => &self.undecodable,
-            Event::Generation => &self.generations,
-            Event::GeneratorError => &self.generator_errors,
-            Event::BackendError => &self.backend_errors,
-            Event::Wait => &self.waits,
-            Event::FastFailure => &self.fast_failures,
-        };
-        counter.fetch_add(1, Relaxed);
+        self.counts[event as usize].fetch_add(1, Relaxed);
         self.export.count(event);
     }
 
@@ -115,15 +113,21 @@ impl Counters {
     }
 
     pub(crate) fn snapshot(&self) -> Stats {
+        let count = |event: Event| self.counts[event as usize].load(Relaxed);
         Stats {
-            hits: self.hits.load(Relaxed),
-            misses: self.misses.load(Relaxed),
-            undecodable: self.undecodable.load(Relaxed),
-            generations: self.generations.load(Relaxed),
-            generator_errors: self.generator_errors.load(Relaxed),
-            backend_errors: self.backend_errors.load(Relaxed),
-            waits: self.waits.load(Relaxed),
-            fast_failures: self.fast_failures.load(Relaxed),
+            hits: count(Event::Hit),
+            misses: count(Event::Miss),
+            undecodable: count(Event::Undecodable),
+            generations: count(Event::Generation),
+            generator_errors: count(Event::GeneratorError),
+            backend_errors: count(Event::BackendError),
+            waits: count(Event::Wait),
+            fast_failures: count(Event::FastFailure),
+            lease_waits: count(Event::LeaseWait),
+            lease_takeovers: count(Event::LeaseTakeover),
+            stale_served: count(Event::StaleServed),
+            refreshes: count(Event::Refresh),
+            errors_cached: count(Event::ErrorCached),
             evicted_size: 0,
             evicted_expired: 0,
         }

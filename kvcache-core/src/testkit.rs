@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use tokio::runtime::Runtime;
 
-use crate::backend::{AsyncStore, Backend, Store};
+use crate::backend::{AsyncStore, Backend, Lease, Store};
 use crate::cache::KvCache;
 use crate::clock::ManualClock;
 use crate::config::Config;
@@ -102,6 +102,14 @@ impl Store for Awaited {
     fn store_many(&self, entries: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
         self.runtime.block_on(self.store.store_many(entries, ttl))
     }
+
+    fn lease(&self, key: &str, token: &str, ttl: Duration) -> Result<Lease> {
+        self.runtime.block_on(self.store.lease(key, token, ttl))
+    }
+
+    fn release(&self, key: &str, token: &str) -> Result<()> {
+        self.runtime.block_on(self.store.release(key, token))
+    }
 }
 
 type Check = fn(&Subject<'_>, Time<'_>);
@@ -145,6 +153,109 @@ pub fn run(backend: &dyn Backend, time: Time<'_>) {
             check(&subject, time);
         }
     }
+}
+
+/// Checks the lease contract of a backend that other processes share ([`Store::lease`]):
+/// one holder at a time, a release that checks its token, leases that expire, apart from the
+/// entries and from other containers. Through both paths, as [`run`].
+pub fn leases(backend: &dyn Backend, time: Time<'_>) {
+    let runtime = test_runtime();
+    for (path, runtime) in [("sync", None), ("async", Some(&runtime))] {
+        eprintln!("testkit ({path} path): leases");
+        let subject = Subject { backend, runtime };
+        lease_contract(&subject, time);
+    }
+}
+
+fn lease_contract(s: &Subject<'_>, time: Time<'_>) {
+    let c = unique("lease");
+    let store = s.open(&c);
+    let lease = |key: &str, token: &str, ttl: Duration| {
+        store
+            .lease(key, token, ttl)
+            .unwrap_or_else(|e| panic!("lease({key:?}, {token:?}) failed: {e}"))
+    };
+    let release = |key: &str, token: &str| {
+        store
+            .release(key, token)
+            .unwrap_or_else(|e| panic!("release({key:?}, {token:?}) failed: {e}"));
+    };
+    let long = Duration::from_secs(3600);
+    assert_eq!(
+        lease("k", "a", long),
+        Lease::Acquired,
+        "a free lease is taken"
+    );
+    assert_eq!(
+        lease("k", "b", long),
+        Lease::Held,
+        "a held lease is refused"
+    );
+    assert_eq!(lease("k", "a", long), Lease::Held, "even to its own token");
+    release("k", "b");
+    assert_eq!(
+        lease("k", "c", long),
+        Lease::Held,
+        "another token's release leaves it"
+    );
+    assert_eq!(get(s, &c, "k"), None, "a lease is not an entry");
+    put(s, &c, "k", b"value", None);
+    assert_eq!(get(s, &c, "k").as_deref(), Some(&b"value"[..]));
+    assert_eq!(
+        lease("k", "d", long),
+        Lease::Held,
+        "storing the key keeps the lease"
+    );
+    release("k", "a");
+    assert_eq!(
+        lease("k", "b", long),
+        Lease::Acquired,
+        "released, it is free"
+    );
+    release("k", "b");
+    release("k", "b");
+    release("never-leased", "x");
+    assert_eq!(
+        lease("other", "a", long),
+        Lease::Acquired,
+        "leases are per key"
+    );
+    let other = unique("lease-other");
+    assert_eq!(
+        s.open(&other)
+            .lease("k", "z", long)
+            .expect("lease in another container"),
+        Lease::Acquired,
+        "leases are per container"
+    );
+    let ttl = ttl(time);
+    assert_eq!(lease("short", "a", ttl), Lease::Acquired);
+    pass(time, ttl / 2);
+    assert_eq!(lease("short", "b", ttl), Lease::Held, "held before its ttl");
+    pass(time, ttl);
+    assert_eq!(
+        lease("short", "b", ttl),
+        Lease::Acquired,
+        "free after its ttl"
+    );
+    release("short", "a");
+    assert_eq!(
+        lease("short", "c", ttl),
+        Lease::Held,
+        "the late holder cannot release the new one's"
+    );
+    store.clear().expect("clear");
+    assert_eq!(
+        lease("fresh", "a", long),
+        Lease::Acquired,
+        "clear leaves leases usable"
+    );
+    for (key, token) in [("other", "a"), ("short", "b"), ("fresh", "a")] {
+        release(key, token);
+        assert_eq!(lease(key, "y", long), Lease::Acquired, "{key} released");
+        release(key, "y");
+    }
+    s.open(&other).release("k", "z").expect("release");
 }
 
 /// A container name no earlier run used.
