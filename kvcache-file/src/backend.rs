@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use kvcache_core::{Backend, BoxError, Clock, Error, Result, Space, Store, expires_at};
+use kvcache_core::{Backend, BoxError, Clock, Error, Lease, Result, Space, Store, expires_at};
 use rusqlite::{Connection, OptionalExtension, ToSql, TransactionBehavior, params};
 
 use crate::builder::{Bounds, FileBackendBuilder};
@@ -112,9 +112,14 @@ struct Sql {
     purge: String,
     /// `select_many[i]` looks up `2^i` keys.
     select_many: Vec<String>,
-    /// Whether an expired row is left, for upkeep.
+    /// Whether an expired row or lease is left, for upkeep.
     any_expired: String,
     expire_some: String,
+    /// Takes a lease that is free or expired; changes no row when another holds it.
+    lease: String,
+    release: String,
+    /// Deletes every expired lease, of every container.
+    purge_leases: String,
     pages: String,
     entries: String,
     oldest: String,
@@ -124,6 +129,7 @@ struct Sql {
 
 impl Sql {
     fn new(table: &str) -> Self {
+        let leases = schema::leases_table(table);
         // Whether a row is live at the time bound to parameter `now`.
         let live = |now: &str| format!("expires_at IS NULL OR expires_at > {now}");
         let select_many = (0..=BATCH.ilog2())
@@ -158,12 +164,24 @@ impl Sql {
             purge: format!("DELETE FROM \"{table}\" WHERE expires_at <= ?1"),
             select_many,
             any_expired: format!(
-                "SELECT EXISTS (SELECT 1 FROM \"{table}\" WHERE expires_at <= ?1)"
+                "SELECT EXISTS (SELECT 1 FROM \"{table}\" WHERE expires_at <= ?1)
+                     OR EXISTS (SELECT 1 FROM \"{leases}\" WHERE expires_at <= ?1)"
             ),
             expire_some: format!(
                 "DELETE FROM \"{table}\" WHERE rowid IN
                      (SELECT rowid FROM \"{table}\" WHERE expires_at <= ?1 LIMIT ?2)"
             ),
+            lease: format!(
+                "INSERT INTO \"{leases}\" (container, key, token, expires_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (container, key)
+                 DO UPDATE SET token = excluded.token, expires_at = excluded.expires_at
+                 WHERE \"{leases}\".expires_at <= ?5"
+            ),
+            release: format!(
+                "DELETE FROM \"{leases}\" WHERE container = ?1 AND key = ?2 AND token = ?3"
+            ),
+            purge_leases: format!("DELETE FROM \"{leases}\" WHERE expires_at <= ?1"),
             pages: "SELECT page_size, page_count, freelist_count, auto_vacuum = 2
                     FROM pragma_page_size(), pragma_page_count(), pragma_freelist_count(),
                         pragma_auto_vacuum()"
@@ -330,9 +348,10 @@ impl File {
         upkeep.busy.store(false, Ordering::Release);
     }
 
-    /// The file's upkeep: deletes up to [`EXPIRED_PER_UPKEEP`] expired rows, culls the least
-    /// recently stored entries while a bound is passed, and gives free pages back past an
-    /// allowance. Reads first, and takes the write lock only when there is something to do.
+    /// The file's upkeep: deletes up to [`EXPIRED_PER_UPKEEP`] expired rows and every expired
+    /// lease, culls the least recently stored entries while a bound is passed, and gives free
+    /// pages back past an allowance. Reads first, and takes the write lock only when there is
+    /// something to do.
     fn upkeep(&self, connection: &mut Connection) -> rusqlite::Result<Measure> {
         let now = self.now();
         let expired = |connection: &Connection| -> rusqlite::Result<bool> {
@@ -350,6 +369,9 @@ impl File {
         transaction
             .prepare_cached(&self.sql.expire_some)?
             .execute(params![now, EXPIRED_PER_UPKEEP])?;
+        transaction
+            .prepare_cached(&self.sql.purge_leases)?
+            .execute([now])?;
         let mut measure = self.measure(&transaction)?;
         if self.over(&measure) {
             for _ in 0..CULL_PASSES {
@@ -554,8 +576,13 @@ impl Backend for FileBackend {
         let file = &*self.file;
         let now = file.now();
         file.run(
-            || "deleting expired entries".to_owned(),
-            |connection| connection.prepare_cached(&file.sql.purge)?.execute([now]),
+            || "deleting expired entries and leases".to_owned(),
+            |connection| {
+                connection.prepare_cached(&file.sql.purge)?.execute([now])?;
+                connection
+                    .prepare_cached(&file.sql.purge_leases)?
+                    .execute([now])
+            },
         )?;
         Ok(())
     }
@@ -615,6 +642,8 @@ impl Store for FileStore {
         Ok(())
     }
 
+    /// Deletes the container's entries; its leases are left alone: a caller generating a key
+    /// goes on holding it, and the others go on waiting for its value.
     fn clear(&self) -> Result<()> {
         self.file.run(
             || format!("clearing container {:?}", self.container),
@@ -699,6 +728,39 @@ impl Store for FileStore {
                 Ok(())
             },
         )
+    }
+
+    /// One statement, which inserts the lease, or takes over an expired one, or changes nothing
+    /// when a live lease holds the key (its own token's included): the row it changed says
+    /// which. Like every write, it waits up to the busy timeout for another connection's.
+    fn lease(&self, key: &str, token: &str, ttl: Duration) -> Result<Lease> {
+        let at = self.file.clock.now_millis();
+        let (now, expiry) = (millis(at), millis(expires_at(at, ttl)));
+        let changed = self.run(
+            || format!("taking the lease on key {}", shown(key)),
+            |connection| {
+                connection
+                    .prepare_cached(&self.file.sql.lease)?
+                    .execute(params![&*self.container, key, token, expiry, now])
+            },
+        )?;
+        Ok(if changed == 1 {
+            Lease::Acquired
+        } else {
+            Lease::Held
+        })
+    }
+
+    fn release(&self, key: &str, token: &str) -> Result<()> {
+        self.run(
+            || format!("releasing the lease on key {}", shown(key)),
+            |connection| {
+                connection
+                    .prepare_cached(&self.file.sql.release)?
+                    .execute(params![&*self.container, key, token])
+            },
+        )?;
+        Ok(())
     }
 }
 

@@ -6,6 +6,9 @@
 //! Keys come from the primary key's index, in key order, those of a prefix as the range
 //! `prefix <= key < end`. The containers are found by walking that index, one seek per
 //! container.
+//!
+//! Leases live in a table of their own (`TABLE_leases`), which nothing here reads: a container
+//! that holds only leases is not listed, and no summary or key list counts them.
 
 use kvcache_core::Result;
 use kvcache_core::inspect::{Entry, Inspect, Summary, prefix_end};

@@ -36,25 +36,44 @@
 //! One table holds every container: `(container, key)` is its primary key, the value a BLOB and
 //! the expiry Unix milliseconds (`NULL`: never); a new file has 8 KiB pages. The table is
 //! created, or checked, when the backend opens, and its schema version is recorded in the table
-//! `kvcache_schema`: a table of version 1 (before the size bound) is upgraded in place, a column
-//! added and no row rewritten; a build of version 1 then refuses it when it opens it, and one
+//! `kvcache_schema` (version 3 now): a table of version 1 (before the size bound) is upgraded in
+//! place, a column added and no row rewritten, and one of version 2 (before leases) gains its
+//! leases table; a build of an older version then refuses the file when it opens it, and one
 //! already running on it goes on. An expired entry is a miss and is deleted when read;
 //! [`purge_expired`](kvcache_core::Backend::purge_expired) deletes every expired entry at once.
 //!
+//! Leases ([`Store::lease`](kvcache_core::Store::lease): one caller, of every process on the
+//! file, generates a missing key while the others wait) live in a table of their own beside the
+//! entries, `TABLE_leases` (`kvcache_leases` by default): `(container, key)` its primary key, the
+//! holder's token, and the expiry in Unix milliseconds by the backend's clock. Taking a lease is
+//! one statement, `INSERT ... ON CONFLICT (container, key) DO UPDATE SET token = excluded.token,
+//! expires_at = excluded.expires_at WHERE expires_at <= now`: SQLite runs it under the file's
+//! write lock, so of the processes that race for a free or expired lease exactly one changes the
+//! row and gets [`Lease::Acquired`](kvcache_core::Lease::Acquired), and a live lease is
+//! [`Held`](kvcache_core::Lease::Held), to its own token too. Like every write, it waits up to
+//! the busy timeout for another process's write. Releasing deletes the row only while it still
+//! holds the caller's token. A holder that dies blocks the key until its lease expires;
+//! `purge_expired` and the writes' upkeep delete expired leases. `clear` leaves a container's
+//! leases alone (a generation in flight goes on), and no listing, count or bound sees them: they
+//! are not entries, `max_entries` counts only the entries' table, and the few pages of the leases
+//! table are the only part of them `max_size` sees. Processes on one file should share a clock:
+//! one whose clock runs ahead takes another's lease that early.
+//!
 //! Opening refuses, with an error naming the path and leaving it as it is, a path that is a
-//! directory, a file that is not SQLite or is damaged (truncated, say), a table of that name with
-//! other columns, and a table written by a newer kvcache. A file that becomes read-only while in
-//! use fails writes and still serves reads.
+//! directory, a file that is not SQLite or is damaged (truncated, say), a table of that name (or
+//! of its leases table's) with other columns, and a table written by a newer kvcache. A file
+//! that becomes read-only while in use fails writes and still serves reads.
 //!
 //! # Size: the bounds, culling and upkeep
 //!
 //! Every 64th write of a backend, and sooner when a bound is near, does the file's *upkeep*,
 //! right after the write, on its connection: it deletes up to 256 expired entries (found by an
-//! index on the expiry: expired entries go without any read or `purge_expired`), culls while a
-//! bound is passed, and gives free pages back. It reads first and takes the write lock only
-//! when there is something to do; at most 4 passes of 1024 entries and 1024 pages (4 MiB) each
-//! time. A failed upkeep (another writer held the lock past the busy timeout) fails nothing: the
-//! write succeeded, and the next one tries again. An unbounded file's writes pay about 1% for it.
+//! index on the expiry: expired entries go without any read or `purge_expired`) and every
+//! expired lease, culls while a bound is passed, and gives free pages back. It reads first and
+//! takes the write lock only when there is something to do; at most 4 passes of 1024 entries
+//! and 1024 pages (4 MiB) each time. A failed upkeep (another writer held the lock past the busy
+//! timeout) fails nothing: the write succeeded, and the next one tries again. An unbounded
+//! file's writes pay about 1% for it.
 //!
 //! - **What `max_size` bounds**: the bytes of the file's pages in use, `(page_count -
 //!   freelist_count) × page_size`, read from SQLite's header: the entries with the index, the

@@ -7,13 +7,20 @@
 //! version that wrote it and, once a backend bounds its entries, their number, which two
 //! triggers keep.
 //!
+//! Each kvcache table has a table of leases beside it, `TABLE_leases` (see [`leases_table`]):
+//! `(container, key)` its primary key, the holder's `token`, and `expires_at`, the lease's expiry
+//! in Unix milliseconds. It is no kvcache table of its own: it has no record, no count and no
+//! expiry index (it holds only the leases in flight and those of holders that died, which
+//! `purge_expired` and the writes' upkeep delete).
+//!
 //! Version 1 had no `overwritten`: opening adds it (`ALTER TABLE ... ADD COLUMN`, which
-//! rewrites no row), and records version 2.
+//! rewrites no row), and goes on as from version 2. Version 2 had no leases table: opening
+//! creates it, and records version 3.
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 /// The schema version this build writes, and the newest it reads.
-pub(crate) const VERSION: i64 = 2;
+pub(crate) const VERSION: i64 = 3;
 
 /// The table that records each kvcache table's schema version.
 const META: &str = "kvcache_schema";
@@ -29,6 +36,13 @@ const COLUMNS: [(&str, &str, i64); 5] = [
 ];
 /// The columns of a version 1 table.
 const V1_COLUMNS: usize = 4;
+/// The columns of a leases table, as [`COLUMNS`].
+const LEASE_COLUMNS: [(&str, &str, i64); 4] = [
+    ("container", "TEXT", 1),
+    ("key", "TEXT", 2),
+    ("token", "TEXT", 0),
+    ("expires_at", "INTEGER", 0),
+];
 
 /// Why a file's table cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +57,21 @@ pub(crate) enum SchemaError {
     OtherColumns {
         /// The table.
         table: String,
+        /// Its columns, described.
+        found: String,
+    },
+    /// The table where the leases of `table` go exists with other columns.
+    #[error(
+        "the table {leases:?}, where the table {table:?} keeps its leases, has the columns \
+         ({found}), not those of a kvcache leases table (container TEXT, key TEXT, token TEXT, \
+         expires_at INTEGER; primary key (container, key)); \
+         it was left as it is: name another table with the `table` option"
+    )]
+    OtherLeaseColumns {
+        /// The kvcache table.
+        table: String,
+        /// Its leases table.
+        leases: String,
         /// Its columns, described.
         found: String,
     },
@@ -79,8 +108,9 @@ pub(crate) fn check_table_name(table: &str) -> Result<(), String> {
     }
 }
 
-/// Makes sure `table` exists with kvcache's columns and is recorded at [`VERSION`], a version 1
-/// table upgraded; and, when `counted`, that its entries are counted.
+/// Makes sure `table` and its leases table exist with kvcache's columns and `table` is recorded
+/// at [`VERSION`], a version 1 or 2 table upgraded; and, when `counted`, that its entries are
+/// counted.
 ///
 /// Reads first: a file whose table is ready is never written to, and a table with other columns
 /// or a newer version is refused before anything is written. Creation runs in one immediate
@@ -112,7 +142,8 @@ pub(crate) fn prepare(
 enum State {
     /// The table has kvcache's columns and is recorded at this version (and counted if asked).
     Ready,
-    /// The table, its index, its record or its counting is missing.
+    /// The table, its index, its leases table, its record or its counting is missing, or the
+    /// record is of version 2 (which had no leases table).
     Incomplete,
     /// The table has version 1's columns.
     Version1,
@@ -136,41 +167,35 @@ fn inspect(connection: &Connection, table: &str, counted: bool) -> Result<State,
             version,
         });
     }
-    let mut statement = connection.prepare("SELECT name, type, pk FROM pragma_table_info(?1)")?;
-    let columns = statement
-        .query_map([table], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, i64>(2)?,
-            ))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    // Checked before the table itself: nothing is written to a file where the leases would go
+    // to another program's table.
+    let leases = leases_table(table);
+    let lease_columns = columns(connection, &leases)?;
+    let has_leases = !lease_columns.is_empty();
+    if has_leases && !same(&lease_columns, &LEASE_COLUMNS) {
+        return Err(SchemaError::OtherLeaseColumns {
+            table: table.to_owned(),
+            leases,
+            found: described(&lease_columns),
+        });
+    }
+    let columns = columns(connection, table)?;
     if columns.is_empty() {
         return Ok(State::Incomplete);
     }
     let expected = (columns.len() == COLUMNS.len() || columns.len() == V1_COLUMNS)
-        && columns
-            .iter()
-            .zip(COLUMNS)
-            .all(|((name, kind, pk), (n, k, p))| {
-                name.eq_ignore_ascii_case(n) && kind.eq_ignore_ascii_case(k) && *pk == p
-            });
+        && same(&columns, &COLUMNS[..columns.len()]);
     if !expected {
-        let found = columns
-            .iter()
-            .map(|(name, kind, _)| format!("{name} {kind}").trim_end().to_owned())
-            .collect::<Vec<_>>()
-            .join(", ");
         return Err(SchemaError::OtherColumns {
             table: table.to_owned(),
-            found,
+            found: described(&columns),
         });
     }
     if columns.len() == V1_COLUMNS {
         return Ok(State::Version1);
     }
     let ready = version == Some(VERSION)
+        && has_leases
         && exists(connection, "index", &expiry_index(table))?
         && (!counted || exists(connection, "trigger", &count_trigger(table, "delete"))?);
     Ok(if ready {
@@ -178,6 +203,36 @@ fn inspect(connection: &Connection, table: &str, counted: bool) -> Result<State,
     } else {
         State::Incomplete
     })
+}
+
+/// The columns of `table` (none when it does not exist): name, declared type, position in the
+/// primary key.
+fn columns(connection: &Connection, table: &str) -> rusqlite::Result<Vec<(String, String, i64)>> {
+    let mut statement =
+        connection.prepare_cached("SELECT name, type, pk FROM pragma_table_info(?1)")?;
+    statement
+        .query_map([table], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+        .collect()
+}
+
+/// Whether `columns` are exactly `expected`, names and types in any case.
+fn same(columns: &[(String, String, i64)], expected: &[(&str, &str, i64)]) -> bool {
+    columns.len() == expected.len()
+        && columns
+            .iter()
+            .zip(expected)
+            .all(|((name, kind, pk), (n, k, p))| {
+                name.eq_ignore_ascii_case(n) && kind.eq_ignore_ascii_case(k) && pk == p
+            })
+}
+
+/// `columns` as an error shows them: `name TYPE, ...`.
+fn described(columns: &[(String, String, i64)]) -> String {
+    columns
+        .iter()
+        .map(|(name, kind, _)| format!("{name} {kind}").trim_end().to_owned())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn exists(connection: &Connection, kind: &str, name: &str) -> rusqlite::Result<bool> {
@@ -190,6 +245,7 @@ fn exists(connection: &Connection, kind: &str, name: &str) -> rusqlite::Result<b
 
 fn create(connection: &Connection, table: &str, counted: bool) -> rusqlite::Result<()> {
     let index = expiry_index(table);
+    let leases = leases_table(table);
     connection.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS {META} (
              name TEXT PRIMARY KEY COLLATE NOCASE,
@@ -205,7 +261,14 @@ fn create(connection: &Connection, table: &str, counted: bool) -> rusqlite::Resu
              PRIMARY KEY (container, key)
          );
          CREATE INDEX IF NOT EXISTS \"{index}\" ON \"{table}\" (expires_at)
-             WHERE expires_at IS NOT NULL;"
+             WHERE expires_at IS NOT NULL;
+         CREATE TABLE IF NOT EXISTS \"{leases}\" (
+             container TEXT NOT NULL,
+             key TEXT NOT NULL,
+             token TEXT NOT NULL,
+             expires_at INTEGER NOT NULL,
+             PRIMARY KEY (container, key)
+         ) WITHOUT ROWID;"
     ))?;
     connection.execute(
         &format!(
@@ -254,6 +317,11 @@ fn expiry_index(table: &str) -> String {
     format!("{table}_expires_at")
 }
 
+/// The table of `table`'s leases, beside it: `TABLE_leases`.
+pub(crate) fn leases_table(table: &str) -> String {
+    format!("{table}_leases")
+}
+
 /// A trigger that keeps the count of `table`'s entries on `event` (`insert`, `delete`).
 fn count_trigger(table: &str, event: &str) -> String {
     format!("{table}_entries_{event}")
@@ -264,8 +332,8 @@ pub(crate) fn entries_sql(table: &str) -> String {
     format!("SELECT entries FROM {META} WHERE name = '{table}'")
 }
 
-/// Whether every table of the file is kvcache's: its schema record and the tables it records.
-/// Only such a file is the backend's to move aside when it is damaged.
+/// Whether every table of the file is kvcache's: its schema record, the tables it records and
+/// their leases tables. Only such a file is the backend's to move aside when it is damaged.
 pub(crate) fn owned(connection: &Connection) -> rusqlite::Result<bool> {
     connection.query_row(
         &format!(
@@ -273,7 +341,11 @@ pub(crate) fn owned(connection: &Connection) -> rusqlite::Result<bool> {
                  SELECT 1 FROM sqlite_schema AS s
                  WHERE s.type = 'table' AND s.name NOT LIKE 'sqlite\\_%' ESCAPE '\\'
                    AND s.name <> '{META}' COLLATE NOCASE
-                   AND NOT EXISTS (SELECT 1 FROM {META} AS k WHERE k.name = s.name)
+                   AND NOT EXISTS (
+                       SELECT 1 FROM {META} AS k
+                       WHERE k.name = s.name
+                          OR k.name || '_leases' = s.name COLLATE NOCASE
+                   )
              )"
         ),
         [],

@@ -275,7 +275,7 @@ fn a_version_1_file_is_upgraded_in_place_and_bounded() {
             |row| row.get(0),
         )
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     for i in 0..10 * 1024 {
         let key = i.to_string();
         c.store(&key, &value(&key), None).unwrap();

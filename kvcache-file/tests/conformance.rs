@@ -14,6 +14,7 @@ fn passes_the_conformance_suite() {
         .open()
         .unwrap();
     testkit::run(&backend, testkit::Time::Manual(&clock));
+    testkit::leases(&backend, testkit::Time::Manual(&clock));
 }
 
 #[test]
@@ -30,6 +31,7 @@ fn passes_the_conformance_suite_when_opened_by_its_alias_in_another_table() {
         .open(&config)
         .unwrap();
     testkit::run(&*backend, testkit::Time::Manual(&clock));
+    testkit::leases(&*backend, testkit::Time::Manual(&clock));
 }
 
 #[test]

@@ -261,7 +261,7 @@ fn a_table_written_by_a_newer_schema_is_refused_and_kept() {
     Connection::open(&path)
         .unwrap()
         .execute(
-            "UPDATE kvcache_schema SET version = 3 WHERE name = 'kvcache'",
+            "UPDATE kvcache_schema SET version = 4 WHERE name = 'kvcache'",
             [],
         )
         .unwrap();
@@ -269,7 +269,7 @@ fn a_table_written_by_a_newer_schema_is_refused_and_kept() {
 
     let text = refused(&path);
     assert!(
-        text.contains("written by kvcache schema version 3, newer than this build's 2"),
+        text.contains("written by kvcache schema version 4, newer than this build's 3"),
         "{text}"
     );
     assert_eq!(fs::read(&path).unwrap(), before, "the file is unchanged");

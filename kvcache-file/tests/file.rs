@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use kvcache_core::{Backend, ManualClock};
+use kvcache_core::{Backend, Lease, ManualClock};
 use kvcache_file::FileBackend;
 use rusqlite::Connection;
 
@@ -52,12 +52,182 @@ fn the_schema_is_created_and_recorded_when_the_backend_opens() {
             |row| row.get(0),
         )
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     let mode: String = connection
         .query_row("PRAGMA journal_mode", [], |row| row.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
     assert!(rows(&path).is_empty(), "the table exists before any write");
+}
+
+/// The rows of the table `kvcache_leases`: (container, key, token, expires_at), sorted.
+fn leases(path: &Path) -> Vec<(String, String, String, i64)> {
+    Connection::open(path)
+        .unwrap()
+        .prepare(
+            "SELECT container, key, token, expires_at FROM kvcache_leases
+             ORDER BY container, key",
+        )
+        .unwrap()
+        .query_map([], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+/// A file of schema version 2, as kvcache wrote it before leases (its entries counted, as a
+/// backend with `max_entries` left it): it opens, gains its leases table and keeps its rows.
+#[test]
+fn a_version_2_file_gains_its_leases_table_and_leases_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kv.sqlite3");
+    let connection = Connection::open(&path).unwrap();
+    connection
+        .execute_batch(
+            "PRAGMA page_size = 8192;
+             PRAGMA auto_vacuum = INCREMENTAL;
+             PRAGMA journal_mode = WAL;
+             CREATE TABLE kvcache_schema (
+                 name TEXT PRIMARY KEY COLLATE NOCASE,
+                 version INTEGER NOT NULL,
+                 entries INTEGER
+             );
+             CREATE TABLE \"kvcache\" (
+                 container TEXT NOT NULL,
+                 key TEXT NOT NULL,
+                 value BLOB NOT NULL,
+                 expires_at INTEGER,
+                 overwritten INTEGER NOT NULL DEFAULT 0,
+                 PRIMARY KEY (container, key)
+             );
+             CREATE INDEX \"kvcache_expires_at\" ON \"kvcache\" (expires_at)
+                 WHERE expires_at IS NOT NULL;
+             INSERT INTO kvcache_schema (name, version) VALUES ('kvcache', 2);
+             UPDATE kvcache_schema SET entries = 0 WHERE name = 'kvcache';
+             CREATE TRIGGER \"kvcache_entries_insert\" AFTER INSERT ON \"kvcache\" BEGIN
+                 UPDATE kvcache_schema SET entries = entries + 1 WHERE name = 'kvcache';
+             END;
+             CREATE TRIGGER \"kvcache_entries_delete\" AFTER DELETE ON \"kvcache\" BEGIN
+                 UPDATE kvcache_schema SET entries = entries - 1 WHERE name = 'kvcache';
+             END;
+             INSERT INTO kvcache (container, key, value) VALUES ('c', 'old', x'6f6c64');",
+        )
+        .unwrap();
+    drop(connection);
+
+    let clock = ManualClock::new(NOW);
+    let backend = FileBackend::builder(&path)
+        .clock(Arc::new(clock.clone()))
+        .max_entries(1000)
+        .open()
+        .unwrap();
+    let c = store(&backend, "c");
+    assert_eq!(c.retrieve("old").unwrap().as_deref(), Some(&b"old"[..]));
+    let (version, entries): (i64, i64) = Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT version, entries FROM kvcache_schema WHERE name = 'kvcache'",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(version, 3);
+
+    let ttl = Duration::from_secs(60);
+    assert_eq!(c.lease("old", "a", ttl).unwrap(), Lease::Acquired);
+    assert_eq!(c.lease("old", "b", ttl).unwrap(), Lease::Held);
+    assert_eq!(
+        leases(&path),
+        [("c".into(), "old".into(), "a".into(), 1_700_000_060_000)]
+    );
+    c.release("old", "a").unwrap();
+    assert_eq!(c.lease("old", "b", ttl).unwrap(), Lease::Acquired);
+    let counted: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT entries FROM kvcache_schema WHERE name = 'kvcache'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!((entries, counted), (1, 1), "leases are not entries");
+
+    // Opened again, the file is ready: nothing is written.
+    drop((c, backend));
+    let before = std::fs::read(&path).unwrap();
+    let (reopened, _) = open(&path);
+    assert_eq!(
+        store(&reopened, "c").lease("old", "c", ttl).unwrap(),
+        Lease::Held
+    );
+    drop(reopened);
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn leases_are_kept_apart_from_entries_listings_and_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kv.sqlite3");
+    let (backend, _) = open(&path);
+    let ttl = Duration::from_secs(60);
+    let only = store(&backend, "only-leases");
+    assert_eq!(only.lease("k", "a", ttl).unwrap(), Lease::Acquired);
+    let c = store(&backend, "c");
+    c.store("k", b"v", None).unwrap();
+    assert_eq!(c.lease("other", "a", ttl).unwrap(), Lease::Acquired);
+
+    let inspect = backend.inspect().unwrap();
+    assert_eq!(
+        inspect.containers(&mut |_| {}).unwrap(),
+        Some(vec!["c".to_owned()])
+    );
+    assert_eq!(
+        inspect.summary("only-leases", &mut |_| {}).unwrap().entries,
+        0
+    );
+    assert_eq!(inspect.summary("c", &mut |_| {}).unwrap().entries, 1);
+    assert_eq!(inspect.keys("c", "", None, &mut |_| {}).unwrap(), ["k"]);
+    assert!(
+        inspect
+            .keys("only-leases", "", None, &mut |_| {})
+            .unwrap()
+            .is_empty()
+    );
+
+    c.clear().unwrap();
+    assert!(rows(&path).is_empty());
+    assert_eq!(leases(&path).len(), 2, "clear leaves the leases alone");
+    assert_eq!(c.lease("other", "b", ttl).unwrap(), Lease::Held);
+}
+
+#[test]
+fn purge_expired_and_the_writes_upkeep_delete_expired_leases() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kv.sqlite3");
+    let (backend, clock) = open(&path);
+    let (a, b) = (store(&backend, "a"), store(&backend, "b"));
+    a.lease("brief", "t", Duration::from_secs(10)).unwrap();
+    b.lease("brief", "t", Duration::from_secs(10)).unwrap();
+    a.lease("long", "t", Duration::from_secs(3600)).unwrap();
+    clock.advance(Duration::from_secs(10));
+    backend.purge_expired().unwrap();
+    assert_eq!(
+        leases(&path),
+        [("a".into(), "long".into(), "t".into(), 1_700_003_600_000)]
+    );
+
+    a.lease("brief", "u", Duration::from_secs(10)).unwrap();
+    clock.advance(Duration::from_secs(10));
+    // 64 writes: the last one's upkeep.
+    for i in 0..64 {
+        a.store(&i.to_string(), b"v", None).unwrap();
+    }
+    assert_eq!(
+        leases(&path),
+        [("a".into(), "long".into(), "t".into(), 1_700_003_600_000)]
+    );
 }
 
 #[test]

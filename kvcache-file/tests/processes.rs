@@ -1,12 +1,15 @@
 //! Several processes on one file: this test binary runs itself again as workers.
 //!
-//! Each worker stores, removes and reads overlapping keys of one new file for a few seconds, and
-//! logs every operation that succeeded with the wall-clock interval it ran in. Any error, a busy
-//! or locked one included, fails the worker. The parent then checks every read, and the file's
-//! final state, against the writes: what a read saw must be the effect of a write that began
-//! before the read ended and that no write finished before the read began wholly followed. A
-//! write that returned but was lost, or a stale read, breaks that. Last, SQLite must find the
-//! file intact.
+//! In the first test, each worker stores, removes and reads overlapping keys of one new file for
+//! a few seconds, and logs every operation that succeeded with the wall-clock interval it ran
+//! in. Any error, a busy or locked one included, fails the worker. The parent then checks every
+//! read, and the file's final state, against the writes: what a read saw must be the effect of a
+//! write that began before the read ended and that no write finished before the read began
+//! wholly followed. A write that returned but was lost, or a stale read, breaks that. Last,
+//! SQLite must find the file intact.
+//!
+//! In the second, the workers race for the lease on a new key of one new file in each of many
+//! rounds, all at one agreed instant, and log what each got: exactly one must have acquired it.
 
 use std::collections::HashMap;
 use std::env;
@@ -16,6 +19,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use kvcache_core::Lease;
 use kvcache_file::FileBackend;
 use rusqlite::Connection;
 
@@ -27,11 +31,18 @@ const FILE: &str = "KVCACHE_FILE_TEST_FILE";
 const LOG: &str = "KVCACHE_FILE_TEST_LOG";
 /// When workers stop, in Unix nanoseconds.
 const UNTIL: &str = "KVCACHE_FILE_TEST_UNTIL";
+/// When the lease workers start their first round, in Unix nanoseconds.
+const START: &str = "KVCACHE_FILE_TEST_START";
 
 const WORKERS: usize = 6;
 const KEYS: u64 = 12;
 const RUN_FOR: Duration = Duration::from_secs(3);
 const CONTAINER: &str = "shared";
+/// The lease test's rounds, and the time between the starts of two.
+const ROUNDS: u64 = 20;
+const ROUND_EVERY: Duration = Duration::from_millis(100);
+/// Longer than the test: no lease expires while it runs.
+const LEASE_TTL: Duration = Duration::from_secs(600);
 
 fn now() -> u128 {
     SystemTime::now()
@@ -40,23 +51,18 @@ fn now() -> u128 {
         .as_nanos()
 }
 
-#[test]
-fn many_processes_share_one_file() {
-    if let Ok(worker) = env::var(WORKER) {
-        return work(worker.parse().unwrap());
-    }
-    let dir = tempfile::tempdir().unwrap();
-    // The workers create the file, all at once.
-    let path = dir.path().join("shared.sqlite3");
-    let until = now() + RUN_FOR.as_nanos();
+/// Runs [`WORKERS`] workers of `test`, this binary run again with only that test, on the file
+/// `path`, each logging to `WORKER.log` in `dir`, with `var` set to `value`; waits for them all
+/// and fails if one did.
+fn run_workers(test: &str, dir: &Path, path: &Path, var: &str, value: u128) {
     let children: Vec<_> = (0..WORKERS)
         .map(|worker| {
             Command::new(env::current_exe().unwrap())
-                .args(["--exact", "many_processes_share_one_file", "--nocapture"])
+                .args(["--exact", test, "--nocapture"])
                 .env(WORKER, worker.to_string())
-                .env(FILE, &path)
-                .env(LOG, dir.path().join(format!("{worker}.log")))
-                .env(UNTIL, until.to_string())
+                .env(FILE, path)
+                .env(LOG, dir.join(format!("{worker}.log")))
+                .env(var, value.to_string())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -72,7 +78,130 @@ fn many_processes_share_one_file() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+}
+
+/// Worker `worker`'s log.
+fn read_log(dir: &Path, worker: usize) -> String {
+    fs::read_to_string(dir.join(format!("{worker}.log"))).unwrap()
+}
+
+#[test]
+fn many_processes_share_one_file() {
+    if let Ok(worker) = env::var(WORKER) {
+        return work(worker.parse().unwrap());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The workers create the file, all at once.
+    let path = dir.path().join("shared.sqlite3");
+    let until = now() + RUN_FOR.as_nanos();
+    run_workers(
+        "many_processes_share_one_file",
+        dir.path(),
+        &path,
+        UNTIL,
+        until,
+    );
     check(dir.path(), &path);
+}
+
+/// Each round, every worker asks for the lease on the round's key at the same instant, under a
+/// token of its own, and none releases it: exactly one gets it, and the file holds its token.
+#[test]
+fn processes_racing_for_a_lease_get_it_once() {
+    if let Ok(worker) = env::var(WORKER) {
+        return race_for_leases(worker.parse().unwrap());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The workers create the file, all at once, before the first round.
+    let path = dir.path().join("leases.sqlite3");
+    let start = now() + Duration::from_secs(2).as_nanos();
+    run_workers(
+        "processes_racing_for_a_lease_get_it_once",
+        dir.path(),
+        &path,
+        START,
+        start,
+    );
+
+    // (round, token) of every acquired lease, and the outcomes per round.
+    let mut acquired: HashMap<u64, Vec<String>> = HashMap::new();
+    let mut answers: HashMap<u64, usize> = HashMap::new();
+    for worker in 0..WORKERS {
+        let log = read_log(dir.path(), worker);
+        let mut rounds = Vec::new();
+        for line in log.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let [round, token, outcome] = fields[..] else {
+                panic!("worker {worker} logged {line:?}");
+            };
+            let round: u64 = round.parse().unwrap();
+            assert_eq!(token, format!("{worker}-{round}"), "worker {worker}");
+            match outcome {
+                "Acquired" => acquired.entry(round).or_default().push(token.to_owned()),
+                "Held" => {}
+                other => panic!("worker {worker}, round {round}: {other}"),
+            }
+            *answers.entry(round).or_default() += 1;
+            rounds.push(round);
+        }
+        assert_eq!(
+            rounds,
+            (0..ROUNDS).collect::<Vec<_>>(),
+            "worker {worker} logged every round"
+        );
+    }
+    let held: HashMap<String, String> = Connection::open(&path)
+        .unwrap()
+        .prepare("SELECT key, token FROM kvcache_leases WHERE container = ?1")
+        .unwrap()
+        .query_map([CONTAINER], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    for round in 0..ROUNDS {
+        assert_eq!(answers[&round], WORKERS, "round {round}");
+        let winners = acquired.get(&round).map_or(&[][..], Vec::as_slice);
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: exactly one worker acquired the lease, not {winners:?}"
+        );
+        assert_eq!(
+            held.get(&round_key(round)),
+            Some(&winners[0]),
+            "round {round}: the file holds the winner's token"
+        );
+    }
+    assert_eq!(held.len(), ROUNDS as usize, "one lease per round, no other");
+}
+
+fn round_key(round: u64) -> String {
+    format!("round-{round}")
+}
+
+fn race_for_leases(worker: u64) {
+    let path = env::var(FILE).unwrap();
+    let start: u128 = env::var(START).unwrap().parse().unwrap();
+    let mut log = BufWriter::new(File::create(env::var(LOG).unwrap()).unwrap());
+    let fail = |doing: &str, error: kvcache_core::Error| -> ! {
+        panic!(
+            "worker {worker}: {doing}: {error}: {:?}",
+            std::error::Error::source(&error)
+        )
+    };
+    let backend = FileBackend::open(&path).unwrap_or_else(|e| fail("opening", e));
+    let shared = common::store(&backend, CONTAINER);
+    for round in 0..ROUNDS {
+        let at = start + u128::from(round) * ROUND_EVERY.as_nanos();
+        let wait = at.saturating_sub(now());
+        std::thread::sleep(Duration::from_nanos(u64::try_from(wait).unwrap()));
+        let token = format!("{worker}-{round}");
+        let outcome: Lease = shared
+            .lease(&round_key(round), &token, LEASE_TTL)
+            .unwrap_or_else(|e| fail("leasing", e));
+        writeln!(log, "{round} {token} {outcome:?}").unwrap();
+    }
+    log.flush().unwrap();
 }
 
 /// One operation a worker did, as its log line reads: `set KEY WORKER:SEQ START END`,
@@ -89,7 +218,7 @@ struct Op {
 fn check(dir: &Path, path: &Path) {
     let mut ops = Vec::new();
     for worker in 0..WORKERS {
-        let log = fs::read_to_string(dir.join(format!("{worker}.log"))).unwrap();
+        let log = read_log(dir, worker);
         let before = ops.len();
         for line in log.lines() {
             let fields: Vec<&str> = line.split(' ').collect();
