@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, RunQueryDsl};
-use kvcache_core::{Backend, BackendConfig, Clock, Error, Result, Space, Store, expires_at};
+use kvcache_core::{Backend, BackendConfig, Clock, Error, Lease, Result, Space, Store, expires_at};
 
 use crate::config::SqlConfig;
 use crate::pool::{Call, Failure, Pool, with_connection};
 use crate::query::Statement;
 use crate::sql::{
-    BATCH, COLUMNS, Container, Entry, EntrySql, Hash, Hashed, Statements, hash, upsert_chunks,
+    BATCH, COLUMNS, Container, Entry, EntrySql, Hash, Hashed, Holder, LEASE_COLUMNS, Statements,
+    hash, upsert_chunks,
 };
 
 // A child of this module, to read the backend's state: what an operator can ask of the table.
@@ -50,6 +51,9 @@ struct Db {
     pool: Pool,
     clock: Arc<dyn Clock>,
     upkeep: upkeep::Upkeep,
+    /// Whether the leases table was there when the backend opened (found, or created): when
+    /// it was not, purges and upkeeps leave it out, and leases fail naming it.
+    leases: bool,
 }
 
 /// One container's entries in the table: the store [`Backend::open`] gives it.
@@ -59,27 +63,32 @@ struct SqlStore {
 }
 
 impl SqlBackend {
-    /// Connects to the database of `config`'s `url` and creates the table when it is absent.
+    /// Connects to the database of `config`'s `url` and creates the table, and the leases
+    /// table beside it, when they are absent.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] naming the option that is wrong, or whose database's feature
     /// is off; [`Error::Unavailable`] naming the host, port and database when no connection
-    /// opens within `connect_timeout`; [`Error::Backend`] naming the table when it exists with
-    /// other columns (it is left as it is) or cannot be created.
+    /// opens within `connect_timeout`; [`Error::Backend`] naming the table when it, or the
+    /// leases table, exists with other columns (it is left as it is), or when the table cannot
+    /// be created. A leases table that cannot be created (a role without the right to) fails
+    /// nothing here: it is logged at warn level, and every lease then fails naming it.
     pub fn open(config: &BackendConfig) -> Result<Self> {
         let sql_config = SqlConfig::read(config)?;
         let upkeep = upkeep::Upkeep::read(config, sql_config.url.database(), &sql_config.table)?;
         let pool = Pool::connect(config.name(), &sql_config)?;
-        let db = Db {
+        let mut db = Db {
             name: config.name().to_owned(),
             statements: Statements::new(sql_config.url.database(), &sql_config.table),
             config: sql_config,
             pool,
             clock: config.clock_handle(),
             upkeep,
+            leases: false,
         };
         db.ensure_table()?;
+        db.leases = db.ensure_leases()?;
         Ok(SqlBackend { db: Arc::new(db) })
     }
 }
@@ -87,52 +96,112 @@ impl SqlBackend {
 impl Db {
     /// Creates the table when absent; checks that one present has the columns of a kvcache table.
     fn ensure_table(&self) -> Result<()> {
-        let mut columns = self.columns()?;
-        if columns.is_empty() {
-            let create = self.statements.create();
+        let table = &self.config.table;
+        let columns = || self.columns_of(self.statements.columns(), table);
+        match self.ensure(table, self.statements.create(), &columns, &COLUMNS)? {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// Creates the leases table when absent; checks that one present has the columns of a
+    /// kvcache leases table. Whether it is there: one absent that cannot be created (the
+    /// role may not) is logged at warn level, and leases fail.
+    fn ensure_leases(&self) -> Result<bool> {
+        let table = self.statements.leases_table();
+        let columns = || self.columns_of(self.statements.lease_columns(), table);
+        let create = self.statements.create_leases();
+        let Some(error) = self.ensure(table, create, &columns, &LEASE_COLUMNS)? else {
+            return Ok(true);
+        };
+        tracing::warn!(
+            backend = %self.name,
+            table = %table,
+            error = &error as &dyn std::error::Error,
+            "the leases table is absent and could not be created: entries work, every lease \
+             fails until the table exists"
+        );
+        Ok(false)
+    }
+
+    /// Creates `table` with `create` when `columns` finds none of its columns, and checks that
+    /// those of one present are `expected`. The error of creating it when it is still absent.
+    ///
+    /// # Errors
+    ///
+    /// The columns cannot be read, or are others than `expected`.
+    fn ensure(
+        &self,
+        table: &str,
+        create: &[String],
+        columns: &dyn Fn() -> Result<Vec<String>>,
+        expected: &[&str],
+    ) -> Result<Option<Error>> {
+        let mut found = columns()?;
+        if found.is_empty() {
             let created = with_connection!(self.pool, self.call(), |conn| create
                 .iter()
                 .try_for_each(|statement| conn.batch_execute(statement)))
-            .map_err(self.failed("creating"));
-            columns = self.columns()?;
+            .map_err(self.failed_in("creating", table));
+            found = columns()?;
             // Another process may have created it at the same moment: then the columns decide.
-            if columns.is_empty() {
-                created?;
+            if found.is_empty()
+                && let Err(error) = created
+            {
+                return Ok(Some(error));
             }
         }
-        let mut expected = COLUMNS.map(str::to_owned).to_vec();
-        expected.sort();
-        columns.sort();
-        if columns != expected {
+        let mut sorted: Vec<&str> = expected.to_vec();
+        sorted.sort_unstable();
+        found.sort();
+        if found != sorted {
+            let what = if table == self.config.table {
+                "a kvcache table"
+            } else {
+                "a kvcache leases table"
+            };
             return Err(Error::backend(
                 &self.name,
+                format!("opening table {table:?} on {}", self.config.url.target()),
                 format!(
-                    "opening table {:?} on {}",
-                    self.config.table,
-                    self.config.url.target()
-                ),
-                format!(
-                    "the table exists with columns ({}), not those of a kvcache table ({}); \
+                    "the table exists with columns ({}), not those of {what} ({}); \
                      it was left as it is: choose another name with `backend.{}.table`",
-                    columns.join(", "),
-                    COLUMNS.join(", "),
+                    found.join(", "),
+                    expected.join(", "),
                     self.name
                 ),
             ));
         }
-        Ok(())
+        Ok(None)
     }
 
-    /// The table's column names; none when it does not exist.
-    fn columns(&self) -> Result<Vec<String>> {
-        let columns = self.statements.columns();
+    /// The column names that `columns` reads of `table`; none when it does not exist.
+    fn columns_of<const KEY: u8>(
+        &self,
+        columns: Statement<'_, KEY, diesel::sql_types::Text>,
+        table: &str,
+    ) -> Result<Vec<String>> {
         with_connection!(self.pool, self.call(), |conn| columns.load(conn))
-            .map_err(self.failed("reading the columns of"))
+            .map_err(self.failed_in("reading the columns of", table))
     }
 
     /// Turns a failure into an error saying that it happened `doing` something to the table.
     fn failed<'a>(&'a self, doing: &'a str) -> impl FnOnce(Failure) -> Error + 'a {
         move |failure| failure.into_error(&self.name, &self.config, doing)
+    }
+
+    /// As [`failed`](Self::failed), of `doing` something to `table`.
+    fn failed_in<'a>(
+        &'a self,
+        doing: &'a str,
+        table: &'a str,
+    ) -> impl FnOnce(Failure) -> Error + 'a {
+        move |failure| failure.into_error_in(&self.name, &self.config, doing, table)
+    }
+
+    /// As [`failed`](Self::failed), of `doing` something to the leases table.
+    fn failed_leases<'a>(&'a self, doing: &'a str) -> impl FnOnce(Failure) -> Error + 'a {
+        self.failed_in(doing, self.statements.leases_table())
     }
 
     /// A call starting now, bounded by `statement_timeout`.
@@ -213,11 +282,18 @@ impl Backend for SqlBackend {
         Some(self)
     }
 
+    /// Deletes the expired entries, then the expired leases, in one call.
     fn purge_expired(&self) -> Result<()> {
         let db = &*self.db;
-        let purge = db.statements.purge(db.now());
-        with_connection!(db.pool, db.call(), |conn| purge.execute(conn))
+        let (call, now) = (db.call(), db.now());
+        let purge = db.statements.purge(now);
+        with_connection!(db.pool, call, |conn| purge.execute(conn))
             .map_err(db.failed("purging expired entries from"))?;
+        if db.leases {
+            let purge = db.statements.purge_leases(now);
+            with_connection!(db.pool, call, |conn| purge.execute(conn))
+                .map_err(db.failed_leases("purging expired leases from"))?;
+        }
         Ok(())
     }
 }
@@ -250,6 +326,8 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    /// Deletes the container's entries; its leases stay: they stand for values being generated
+    /// now, which clearing does not stop, and go when released or expired.
     fn clear(&self) -> Result<()> {
         let db = &*self.db;
         let clear = db.statements.clear(&self.container);
@@ -315,6 +393,60 @@ impl Store for SqlStore {
         })
         .map_err(db.failed("storing into"))?;
         db.wrote(rows.len());
+        Ok(())
+    }
+
+    /// Takes the lease in at most three statements, each one round trip, within one call:
+    ///
+    /// 1. a look-up of the key's lease: a live one, whoever holds it (this token included),
+    ///    is [`Lease::Held`];
+    /// 2. one atomic statement that inserts the lease, or takes over the row of one that has
+    ///    expired, and leaves a live one as it is;
+    /// 3. the look-up again, on the same connection: the lease is [`Lease::Acquired`] when it
+    ///    holds this token (tokens are unique), else [`Lease::Held`].
+    ///
+    /// No affected-row count decides (MySQL's count found rows, not changed ones). 2 and 3 run
+    /// again together, as every statement does, when the database picks them as the victim of
+    /// a deadlock (InnoDB can, between upserts of one key from many connections), up to 5
+    /// times; and on another connection when theirs was lost: the upsert's second run finds
+    /// the lease it may have taken already, and 3 tells.
+    fn lease(&self, key: &str, token: &str, ttl: Duration) -> Result<Lease> {
+        let db = &*self.db;
+        let key = hash(key.as_bytes());
+        let now_millis = db.clock.now_millis();
+        let now = i64::try_from(now_millis).unwrap_or(i64::MAX);
+        let expires = i64::try_from(expires_at(now_millis, ttl)).unwrap_or(i64::MAX);
+        let call = db.call();
+        let holder = db.statements.lease_holder(&self.container, &key);
+        let held: Vec<Holder> = with_connection!(db.pool, call, |conn| holder.load(conn))
+            .map_err(db.failed_leases("taking a lease in"))?;
+        if held.iter().any(|&(_, expires_at)| now < expires_at) {
+            return Ok(Lease::Held);
+        }
+        let lease = db
+            .statements
+            .lease(&self.container, &key, token, expires, now);
+        let held: Vec<Holder> = with_connection!(db.pool, call, |conn| {
+            lease.execute(conn)?;
+            holder.load(conn)
+        })
+        .map_err(db.failed_leases("taking a lease in"))?;
+        Ok(
+            if held.iter().any(|(holder, _)| holder == token.as_bytes()) {
+                Lease::Acquired
+            } else {
+                Lease::Held
+            },
+        )
+    }
+
+    /// Deletes the lease if `token` holds it: one statement.
+    fn release(&self, key: &str, token: &str) -> Result<()> {
+        let db = &*self.db;
+        let key = hash(key.as_bytes());
+        let release = db.statements.release(&self.container, &key, token);
+        with_connection!(db.pool, db.call(), |conn| release.execute(conn))
+            .map_err(db.failed_leases("releasing a lease in"))?;
         Ok(())
     }
 }

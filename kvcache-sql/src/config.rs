@@ -16,7 +16,8 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest timeout accepted: longer ones are configuration mistakes.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
-/// The longest table name: with `_expires_at` appended it still fits PostgreSQL's 63 bytes.
+/// The longest table name: with `_expires_at` (its index) or `_leases` (its leases table)
+/// appended it still fits PostgreSQL's 63 bytes and MySQL's 64.
 const MAX_TABLE_LEN: usize = 48;
 
 /// The options of one `sql` backend.

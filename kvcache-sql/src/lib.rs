@@ -34,7 +34,7 @@
 //! | `pool_size` | the most connections held open | `10` |
 //! | `connect_timeout` | how long opening a connection may take (PostgreSQL rounds it up to whole seconds, and to at least 2), and opening the backend waits for its first | `5s` |
 //! | `statement_timeout` | how long one call may take in all: waiting for a free connection, its statements, and the database's waits for locks held by other sessions; see [below](#every-call-is-bounded) | `5s` |
-//! | `table` | the table's name: ASCII letters, digits and `_` | `kvcache` |
+//! | `table` | the table's name: ASCII letters, digits and `_`; the leases go in `TABLE_leases` beside it (see [below](#leases)) | `kvcache` |
 //! | `max_entries` | the most rows of the table, every container's; see [below](#size-max_entries-and-upkeep) | unbounded |
 //!
 //! Each database needs its cargo feature: `postgres`, `mysql` or `sqlite` here, `sql-postgres`,
@@ -58,13 +58,64 @@
 //! | MySQL, MariaDB | `LONGBLOB` | `BIGINT` | `ON DUPLICATE KEY UPDATE` |
 //! | SQLite | `BLOB` | `INTEGER` | `ON CONFLICT ... DO UPDATE` |
 //!
+//! # Leases
+//!
+//! [`Store::lease`](kvcache_core::Store::lease) is how one caller, of every process sharing the
+//! table, generates a missing key while the others wait for its value. The leases are rows of
+//! a table of their own beside the entries, named after it: `TABLE_leases` (`kvcache_leases`
+//! by default). It is created when absent and checked when present as the entries table is,
+//! right after it: a table of that name with other columns is an error, and is left as it is.
+//! There is nothing to migrate: a backend of a build before leases ignores the table.
+//!
+//! | column | holds | PostgreSQL | MySQL, MariaDB | SQLite |
+//! |---|---|---|---|---|
+//! | `container` | the SHA-256 of the container's name | `BYTEA` | `BINARY(32)` | `BLOB` |
+//! | `key` | the SHA-256 of the key | `BYTEA` | `BINARY(32)` | `BLOB` |
+//! | `token` | the holder's token, as bytes (compared exactly) | `BYTEA` | `LONGBLOB` | `BLOB` |
+//! | `expires_at` | when the lease expires: Unix milliseconds by the backend's clock | `BIGINT` | `BIGINT` | `INTEGER` |
+//!
+//! The primary key is (`container`, `key`), and there is no other index: the table holds only
+//! the leases being held and those of holders that died (until they are taken over or
+//! purged), so deleting the expired ones reads it through. A lease is live while
+//! now < `expires_at`: a lease, not a lock, so a holder that dies keeps others from the key
+//! for at most the lease's time to live.
+//!
+//! Taking a lease is one call of at most three statements, each one round trip: a look-up of
+//! the key's lease, a live one being [`Lease::Held`](kvcache_core::Lease::Held) (this token's
+//! too, and callers waiting on a held lease write nothing); then one atomic statement that inserts the lease or takes over the row of an expired
+//! one, and leaves a live one as it is; then the look-up again, the lease being
+//! [`Acquired`](kvcache_core::Lease::Acquired) when it holds the caller's token (tokens are
+//! unique), else `Held`. No affected-row count decides: MySQL's connections count the rows
+//! found, not those changed.
+//!
+//! | database | inserting or taking over a lease |
+//! |---|---|
+//! | PostgreSQL, SQLite | `ON CONFLICT (container, "key") DO UPDATE SET token = excluded.token, expires_at = excluded.expires_at WHERE TABLE_leases.expires_at <= now` |
+//! | MySQL, MariaDB | `ON DUPLICATE KEY UPDATE token = IF(expires_at <= now, VALUES(token), token), expires_at = IF(token = VALUES(token) OR expires_at <= now, VALUES(expires_at), expires_at)`: the assignments apply left to right, so the second sees the token the first left; the `OR` keeps it right where they apply at once |
+//!
+//! InnoDB may pick one of many upserts of one key as the victim of a deadlock: it runs again,
+//! with the look-up after it, up to 5 times, as every statement does. Releasing is one
+//! `DELETE ... WHERE container = ? AND key = ? AND token = ?`: another holder's lease stays.
+//!
+//! Expired leases are deleted by [`purge_expired`](kvcache_core::Backend::purge_expired) and by
+//! every upkeep of the writes, one `DELETE ... WHERE expires_at <= now` each; the next lease of
+//! the key takes one over anyway. [`clear`](kvcache_core::Store::clear) leaves the container's
+//! leases alone: they stand for values being generated, which clearing does not stop. The
+//! `kvcache` command never sees them: it reads the entries table only.
+//!
+//! A backend whose role cannot create the leases table (one that may only read and write the
+//! entries table) opens all the same: the failure is logged at warn level through `tracing`,
+//! every lease then fails with [`Error::Backend`](kvcache_core::Error::Backend) naming the
+//! leases table, and purges and upkeeps leave it out until a backend opens with it there.
+//!
 //! # Size: `max_entries` and upkeep
 //!
 //! Every 64th write of a backend does the table's *upkeep*, right after the write, in the
 //! writer's thread, within a call of its own (`statement_timeout`): it deletes up to 256 expired
 //! rows, soonest expired first, through the index on `expires_at` that every kvcache table has
 //! had since it was created (no migration), so expired entries go without any read or
-//! [`purge_expired`](kvcache_core::Backend::purge_expired). One thread of a backend does it at
+//! [`purge_expired`](kvcache_core::Backend::purge_expired); then, in a call of its own, it
+//! deletes the expired leases (see [above](#leases)). One thread of a backend does it at
 //! a time, the others' writes go on. A failed upkeep fails nothing: it is logged at warn level
 //! through `tracing`, the write has succeeded, and the writes 64 later try again.
 //!

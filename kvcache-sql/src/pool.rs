@@ -300,8 +300,19 @@ impl Failure {
     /// Unreachable, lost, timed out: [`Error::Unavailable`]. A statement that failed: an
     /// [`Error::Backend`].
     pub(crate) fn into_error(self, backend: &str, config: &SqlConfig, doing: &str) -> Error {
+        self.into_error_in(backend, config, doing, &config.table)
+    }
+
+    /// As [`into_error`](Self::into_error), of a call on `table` (the leases table) instead of
+    /// the entries table.
+    pub(crate) fn into_error_in(
+        self,
+        backend: &str,
+        config: &SqlConfig,
+        doing: &str,
+        table: &str,
+    ) -> Error {
         let target = config.url.target();
-        let table = &config.table;
         let bound = words(config.statement_timeout);
         let scrub = |message: String| config.url.scrub(&name_os_errors(message.trim_end()));
         match self {

@@ -7,6 +7,11 @@
 //! every database (no collation, trailing spaces kept, NUL allowed). `expires_at` is in Unix
 //! milliseconds, NULL for no expiry; an entry is live while now < `expires_at`.
 //!
+//! Beside it, the leases table (`TABLE_leases`) holds one row per key a caller is generating:
+//! its primary key (`container`, `key`) the same two hashes (a collision would only make two
+//! keys share one lease), the holder's `token` as bytes, and `expires_at` in Unix milliseconds,
+//! never NULL; a lease is live while now < `expires_at`, and free to take over after.
+//!
 //! Each connection prepares each text once (see `query.rs`), so the texts are a bounded set:
 //! a look-up of n keys binds the next power of two of hashes, the last one repeated, and an
 //! upsert writes 1 to [`STORE_BATCH`] rows, its text made the first time a batch needs it.
@@ -46,6 +51,22 @@ const DELETE: u8 = 3;
 const CLEAR: u8 = 4;
 const PURGE: u8 = 5;
 const COLUMNS_OF: u8 = 6;
+const LEASE_HOLDER: u8 = 7;
+const LEASE: u8 = 8;
+const RELEASE: u8 = 9;
+const PURGE_LEASES: u8 = 10;
+
+/// The columns of a kvcache table's leases table, in order: the SHA-256 of the container's
+/// name, the SHA-256 of the key, the holder's token and when its lease expires.
+pub(crate) const LEASE_COLUMNS: [&str; 4] = ["container", "key", "token", "expires_at"];
+
+/// What a leases table's name adds to the entries table's.
+pub(crate) const LEASES_SUFFIX: &str = "_leases";
+
+/// The SQL type of the row of a lease: `token`, `expires_at`.
+pub(crate) type HolderSql = (Binary, BigInt);
+/// The row of a lease: who holds it, and until when.
+pub(crate) type Holder = (Vec<u8>, i64);
 
 /// The SHA-256 of a container's name or of a key.
 pub(crate) type Hash = [u8; 32];
@@ -114,6 +135,110 @@ pub(crate) struct Statements {
     selects: Vec<String>,
     /// Deletes of 1, 2, 4... [`BATCH`] expired entries.
     deletes_expired: Vec<String>,
+    /// The statements of the leases table.
+    leases: Leases,
+}
+
+/// The statements of the leases table beside the entries table: one row per key whose value a
+/// caller is generating, until it releases it or its lease expires.
+#[derive(Debug)]
+struct Leases {
+    /// The table's name, unquoted: the entries table's and [`LEASES_SUFFIX`].
+    name: String,
+    create: Vec<String>,
+    /// Binds of `lease`: the row, then the time once or twice.
+    lease: String,
+    lease_times: usize,
+    holder: String,
+    release: String,
+    purge: String,
+    purge_times: usize,
+}
+
+impl Leases {
+    fn new(database: Database, table: &str) -> Self {
+        let name = format!("{table}{LEASES_SUFFIX}");
+        let (quoted, key) = match database {
+            // `KEY` is a reserved word of MySQL's; PostgreSQL and SQLite take it quoted too.
+            Database::Mysql => (format!("`{name}`"), "`key`"),
+            Database::Postgres | Database::Sqlite => (format!("\"{name}\""), "\"key\""),
+        };
+        let (binary, hash, bigint) = match database {
+            Database::Postgres => ("BYTEA", "BYTEA", "BIGINT"),
+            Database::Mysql => ("LONGBLOB", "BINARY(32)", "BIGINT"),
+            Database::Sqlite => ("BLOB", "BLOB", "INTEGER"),
+        };
+        let definition = format!(
+            "container {hash} NOT NULL, {key} {hash} NOT NULL, token {binary} NOT NULL, \
+             expires_at {bigint} NOT NULL, PRIMARY KEY (container, {key})"
+        );
+        // No index on `expires_at`: the table holds the leases being held and those of
+        // holders that died, not yet taken over, a few rows, which deleting the expired ones
+        // reads through.
+        let create = vec![match database {
+            Database::Mysql => {
+                format!("CREATE TABLE IF NOT EXISTS {quoted} ({definition}) ENGINE=InnoDB")
+            }
+            Database::Postgres | Database::Sqlite => {
+                format!("CREATE TABLE IF NOT EXISTS {quoted} ({definition})")
+            }
+        }];
+        let insert = format!(
+            "INSERT INTO {quoted} (container, {key}, token, expires_at) VALUES (?, ?, ?, ?)"
+        );
+        // Inserts the lease, or takes over the row of one that has expired: one statement.
+        let (lease, lease_times) = match database {
+            // MySQL applies the assignments left to right: the second sees the token the first
+            // left, ours when it took the row over. It holds too where they are applied at once
+            // (MariaDB's SIMULTANEOUS_ASSIGNMENT), the expiry then deciding alone.
+            Database::Mysql => (
+                format!(
+                    "{insert} ON DUPLICATE KEY UPDATE \
+                     token = IF(expires_at <= ?, VALUES(token), token), \
+                     expires_at = IF(token = VALUES(token) OR expires_at <= ?, \
+                     VALUES(expires_at), expires_at)"
+                ),
+                2,
+            ),
+            Database::Postgres | Database::Sqlite => (
+                format!(
+                    "{insert} ON CONFLICT (container, {key}) DO UPDATE \
+                     SET token = excluded.token, expires_at = excluded.expires_at \
+                     WHERE {quoted}.expires_at <= ?"
+                ),
+                1,
+            ),
+        };
+        let (purge, purge_times) = match database {
+            // Skipping the rows another statement holds, as every delete of expired entries
+            // does: those are being taken over or released already.
+            Database::Postgres => (
+                format!(
+                    "DELETE FROM {quoted} WHERE expires_at <= ? AND (container, {key}) IN \
+                     (SELECT container, {key} FROM {quoted} WHERE expires_at <= ? \
+                     FOR UPDATE SKIP LOCKED)"
+                ),
+                2,
+            ),
+            Database::Mysql | Database::Sqlite => {
+                (format!("DELETE FROM {quoted} WHERE expires_at <= ?"), 1)
+            }
+        };
+        Leases {
+            create,
+            lease,
+            lease_times,
+            holder: format!(
+                "SELECT token, expires_at FROM {quoted} WHERE container = ? AND {key} = ?"
+            ),
+            release: format!(
+                "DELETE FROM {quoted} WHERE container = ? AND {key} = ? AND token = ?"
+            ),
+            purge,
+            purge_times,
+            name,
+        }
+    }
 }
 
 impl Statements {
@@ -209,6 +334,7 @@ impl Statements {
                     expired_rows(database, &quoted, &condition)
                 })
                 .collect(),
+            leases: Leases::new(database, table),
         }
     }
 
@@ -220,6 +346,75 @@ impl Statements {
     /// The table's column names, as `Text`; none when the table is absent.
     pub(crate) fn columns(&self) -> Statement<'_, COLUMNS_OF, Text> {
         Statement::new(&self.columns, vec![Bind::Text(&self.name)]).returning()
+    }
+
+    /// The name of the leases table, unquoted.
+    pub(crate) fn leases_table(&self) -> &str {
+        &self.leases.name
+    }
+
+    /// Creates the leases table when absent: statements without binds.
+    pub(crate) fn create_leases(&self) -> &[String] {
+        &self.leases.create
+    }
+
+    /// The leases table's column names, as `Text`; none when it is absent.
+    pub(crate) fn lease_columns(&self) -> Statement<'_, COLUMNS_OF, Text> {
+        Statement::new(&self.columns, vec![Bind::Text(&self.leases.name)]).returning()
+    }
+
+    /// Inserts the lease of `key` in `container` for `token` until `expires_at`, or takes over
+    /// the row of a lease expired by `now`; leaves a live one as it is.
+    pub(crate) fn lease<'a>(
+        &'a self,
+        container: &'a Container,
+        key: &'a Hash,
+        token: &'a str,
+        expires_at: i64,
+        now: i64,
+    ) -> Statement<'a, LEASE> {
+        let mut binds = vec![
+            Bind::Bytes(&container.hash),
+            Bind::Bytes(key),
+            Bind::Bytes(token.as_bytes()),
+            Bind::Int(Some(expires_at)),
+        ];
+        binds.extend(std::iter::repeat_n(
+            Bind::Int(Some(now)),
+            self.leases.lease_times,
+        ));
+        Statement::new(&self.leases.lease, binds)
+    }
+
+    /// The token and expiry of the lease of `key` in `container`, if there is one.
+    pub(crate) fn lease_holder<'a>(
+        &'a self,
+        container: &'a Container,
+        key: &'a Hash,
+    ) -> Statement<'a, LEASE_HOLDER, HolderSql> {
+        let binds = vec![Bind::Bytes(&container.hash), Bind::Bytes(key)];
+        Statement::new(&self.leases.holder, binds).returning()
+    }
+
+    /// Deletes the lease of `key` in `container` if `token` holds it.
+    pub(crate) fn release<'a>(
+        &'a self,
+        container: &'a Container,
+        key: &'a Hash,
+        token: &'a str,
+    ) -> Statement<'a, RELEASE> {
+        let binds = vec![
+            Bind::Bytes(&container.hash),
+            Bind::Bytes(key),
+            Bind::Bytes(token.as_bytes()),
+        ];
+        Statement::new(&self.leases.release, binds)
+    }
+
+    /// Deletes every lease expired by `now`.
+    pub(crate) fn purge_leases(&self, now: i64) -> Statement<'_, PURGE_LEASES> {
+        let binds = vec![Bind::Int(Some(now)); self.leases.purge_times];
+        Statement::new(&self.leases.purge, binds)
     }
 
     /// Inserts or replaces the entry of `key` in `container`.
@@ -589,11 +784,20 @@ mod tests {
             key(&pg.clear(&container)),
             key(&pg.purge(0)),
             key(&pg.columns()),
+            key(&pg.lease_holder(&container, &one[0])),
+            key(&pg.lease(&container, &one[0], "t", 1, 0)),
+            key(&pg.release(&container, &one[0], "t")),
+            key(&pg.purge_leases(0)),
         ];
         assert!(named.iter().all(Option::is_some));
         named.sort();
         named.dedup();
-        assert_eq!(named.len(), 6, "one name per text");
+        assert_eq!(named.len(), 10, "one name per text");
+        assert_eq!(
+            key(&pg.lease_columns()),
+            key(&pg.columns()),
+            "one text, the table's name bound"
+        );
         assert_eq!(key(&pg.select(&container, &one)), None);
         assert_eq!(key(&pg.delete_expired(&[0; 32], 0, &one)), None);
     }
@@ -681,6 +885,93 @@ mod tests {
             .map(|_| (Hashed::new("k"), &b"v"[..]))
             .collect();
         let _ = sqlite.upsert_many(&Container::new("c"), &rows, None);
+    }
+
+    #[test]
+    fn leases_per_database() {
+        let pg = Statements::new(Database::Postgres, "kv");
+        assert_eq!(pg.leases_table(), "kv_leases");
+        assert_eq!(
+            pg.create_leases(),
+            [
+                "CREATE TABLE IF NOT EXISTS \"kv_leases\" (container BYTEA NOT NULL, \
+              \"key\" BYTEA NOT NULL, token BYTEA NOT NULL, expires_at BIGINT NOT NULL, \
+              PRIMARY KEY (container, \"key\"))"
+            ]
+        );
+        assert_eq!(
+            pg.leases.lease,
+            "INSERT INTO \"kv_leases\" (container, \"key\", token, expires_at) \
+             VALUES (?, ?, ?, ?) ON CONFLICT (container, \"key\") DO UPDATE \
+             SET token = excluded.token, expires_at = excluded.expires_at \
+             WHERE \"kv_leases\".expires_at <= ?"
+        );
+        assert_eq!(
+            pg.leases.holder,
+            "SELECT token, expires_at FROM \"kv_leases\" WHERE container = ? AND \"key\" = ?"
+        );
+        assert_eq!(
+            pg.leases.release,
+            "DELETE FROM \"kv_leases\" WHERE container = ? AND \"key\" = ? AND token = ?"
+        );
+        assert!(
+            pg.leases.purge.ends_with("FOR UPDATE SKIP LOCKED)"),
+            "{}",
+            pg.leases.purge
+        );
+        let (container, key) = (Container::new("c"), hash(b"k"));
+        let lease = pg.lease(&container, &key, "token", 7, 5);
+        assert_eq!(
+            bytes(lease.binds()),
+            [&hash(b"c")[..], &hash(b"k")[..], b"token"]
+        );
+        assert!(matches!(
+            lease.binds()[3..],
+            [Bind::Int(Some(7)), Bind::Int(Some(5))]
+        ));
+        assert_eq!(pg.purge_leases(5).binds().len(), 2);
+        assert_eq!(
+            bytes(pg.release(&container, &key, "token").binds()),
+            [&hash(b"c")[..], &hash(b"k")[..], b"token"]
+        );
+
+        let mysql = Statements::new(Database::Mysql, "kv");
+        assert_eq!(
+            mysql.create_leases(),
+            [
+                "CREATE TABLE IF NOT EXISTS `kv_leases` (container BINARY(32) NOT NULL, \
+              `key` BINARY(32) NOT NULL, token LONGBLOB NOT NULL, expires_at BIGINT NOT NULL, \
+              PRIMARY KEY (container, `key`)) ENGINE=InnoDB"
+            ]
+        );
+        assert_eq!(
+            mysql.leases.lease,
+            "INSERT INTO `kv_leases` (container, `key`, token, expires_at) VALUES (?, ?, ?, ?) \
+             ON DUPLICATE KEY UPDATE token = IF(expires_at <= ?, VALUES(token), token), \
+             expires_at = IF(token = VALUES(token) OR expires_at <= ?, VALUES(expires_at), \
+             expires_at)"
+        );
+        let lease = mysql.lease(&container, &key, "token", 7, 5);
+        assert!(matches!(
+            lease.binds()[3..],
+            [Bind::Int(Some(7)), Bind::Int(Some(5)), Bind::Int(Some(5))]
+        ));
+        assert_eq!(
+            mysql.leases.purge,
+            "DELETE FROM `kv_leases` WHERE expires_at <= ?"
+        );
+
+        let sqlite = Statements::new(Database::Sqlite, "kv");
+        assert!(
+            sqlite.create_leases()[0].contains("token BLOB NOT NULL, expires_at INTEGER NOT NULL"),
+            "{:?}",
+            sqlite.create_leases()
+        );
+        assert_eq!(
+            sqlite.leases.lease, pg.leases.lease,
+            "SQLite's upsert is PostgreSQL's"
+        );
+        assert_eq!(sqlite.purge_leases(5).binds().len(), 1);
     }
 
     #[test]

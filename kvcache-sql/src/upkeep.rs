@@ -2,7 +2,8 @@
 //! calling `purge_expired`, and the rows beyond `max_entries` culled.
 //!
 //! Every [`UPKEEP_EVERY`]th write of a backend deletes up to [`EXPIRED_PER_UPKEEP`] expired
-//! rows, found by the index on `expires_at`, right after the write, in the writer's thread,
+//! rows, found by the index on `expires_at`, and every expired lease of the leases table (a
+//! table of few rows, read through), right after the write, in the writer's thread,
 //! within a call of its own (`statement_timeout`). With `max_entries`, a write also counts the
 //! table's rows once the writes since the last count could have used a quarter of the room it
 //! found (`COUNT(*)` reads the whole table or an index on every database, so it is not done
@@ -187,7 +188,29 @@ impl Db {
                     .fetch_max(UPKEEP_EVERY, Ordering::Relaxed);
             }
         }
+        if due.expire
+            && self.leases
+            && let Err(failure) = self.expire_leases()
+        {
+            let table = self.statements.leases_table();
+            let error =
+                failure.into_error_in(&self.name, &self.config, "doing the upkeep of", table);
+            tracing::warn!(
+                backend = %self.name,
+                error = &error as &dyn std::error::Error,
+                "deleting the expired leases failed (the write succeeded); the writes \
+                 {UPKEEP_EVERY} later try again"
+            );
+        }
         upkeep.busy.store(false, Ordering::Release);
+    }
+
+    /// Deletes the expired leases, within a call of its own: the leases table holds few rows,
+    /// those of the leases held and of their holders that died, so one statement deletes all.
+    fn expire_leases(&self) -> Result<(), Failure> {
+        let expire = self.statements.purge_leases(self.now());
+        with_connection!(self.pool, self.call(), |conn| expire.execute(conn))?;
+        Ok(())
     }
 
     /// Deletes up to [`EXPIRED_PER_UPKEEP`] expired rows, then counts the rows and culls those

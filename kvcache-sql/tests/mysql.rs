@@ -145,6 +145,18 @@ fn threads_on_overlapping_keys() {
 }
 
 #[test]
+fn leases_beside_the_entries() {
+    let Some(db) = Mysql::from_env() else { return };
+    common::leases_beside_entries(&db);
+}
+
+#[test]
+fn threads_racing_for_a_lease() {
+    let Some(db) = Mysql::from_env() else { return };
+    common::threads_racing_for_a_lease(&db);
+}
+
+#[test]
 fn expired_entries_for_a_user_who_cannot_delete_are_misses() {
     let Some(db) = Mysql::from_env() else { return };
     common::expired_entries_that_cannot_be_deleted_are_misses(&db);

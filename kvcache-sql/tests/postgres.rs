@@ -148,6 +148,22 @@ fn threads_on_overlapping_keys() {
 }
 
 #[test]
+fn leases_beside_the_entries() {
+    let Some(db) = Postgres::from_env() else {
+        return;
+    };
+    common::leases_beside_entries(&db);
+}
+
+#[test]
+fn threads_racing_for_a_lease() {
+    let Some(db) = Postgres::from_env() else {
+        return;
+    };
+    common::threads_racing_for_a_lease(&db);
+}
+
+#[test]
 fn expired_entries_on_a_read_only_database_are_misses() {
     let Some(db) = Postgres::from_env() else {
         return;

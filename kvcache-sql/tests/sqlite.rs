@@ -24,9 +24,16 @@ impl Sqlite {
         Sqlite { _dir: dir, path }
     }
 
+    /// A connection of the test's own, which waits for the backend's locks (a checkpoint of
+    /// its last connection closing, say) rather than failing at once.
     fn connect(&self) -> Result<SqliteConnection, String> {
         let path = self.path.to_str().expect("a UTF-8 path");
-        SqliteConnection::establish(path).map_err(|error| error.to_string())
+        let mut connection =
+            SqliteConnection::establish(path).map_err(|error| error.to_string())?;
+        connection
+            .batch_execute("PRAGMA busy_timeout = 5000")
+            .map_err(|error| error.to_string())?;
+        Ok(connection)
     }
 }
 
@@ -112,6 +119,16 @@ fn threads_storing_batches() {
 #[test]
 fn threads_on_overlapping_keys() {
     common::threads_on_overlapping_keys(&Sqlite::new());
+}
+
+#[test]
+fn leases_beside_the_entries() {
+    common::leases_beside_entries(&Sqlite::new());
+}
+
+#[test]
+fn threads_racing_for_a_lease() {
+    common::threads_racing_for_a_lease(&Sqlite::new());
 }
 
 #[test]

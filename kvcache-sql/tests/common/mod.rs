@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use diesel::QueryableByName;
 use diesel::sql_types::BigInt;
 use kvcache_core::{
-    Backend, BackendConfig, Config, ContainerOptions, Error, KvCache, ManualClock, Store, testkit,
+    Backend, BackendConfig, Config, ContainerOptions, Error, KvCache, Lease, ManualClock, Store,
+    testkit,
 };
 use kvcache_sql::SqlBackend;
 use sha2::{Digest, Sha256};
@@ -122,13 +123,21 @@ impl<'a> Table<'a> {
         );
         Table { db, name }
     }
+
+    /// The name of the leases table beside it.
+    pub(crate) fn leases(&self) -> String {
+        format!("{}_leases", self.name)
+    }
 }
 
 impl Drop for Table<'_> {
+    /// Drops it and its leases table.
     fn drop(&mut self) {
-        let drop = format!("DROP TABLE IF EXISTS {}", self.db.quote(&self.name));
-        if let Err(error) = self.db.execute(&drop) {
-            eprintln!("could not drop the test table {}: {error}", self.name);
+        for name in [self.name.clone(), self.leases()] {
+            let drop = format!("DROP TABLE IF EXISTS {}", self.db.quote(&name));
+            if let Err(error) = self.db.execute(&drop) {
+                eprintln!("could not drop the test table {name}: {error}");
+            }
         }
     }
 }
@@ -157,13 +166,173 @@ fn clock() -> ManualClock {
     ManualClock::new(1_700_000_000_000)
 }
 
-/// The shared conformance suite and the corrupt-value checks, on a table of its own.
+/// The shared conformance suite, the lease contract and the corrupt-value checks, on a table of
+/// its own.
 pub(crate) fn conformance(db: &dyn Db) {
     let table = Table::new(db, "conf");
     let clock = clock();
     let backend = open(db, &table.name, &clock);
     testkit::run(&backend, testkit::Time::Manual(&clock));
+    testkit::leases(&backend, testkit::Time::Manual(&clock));
     testkit::corruption(Arc::new(backend));
+}
+
+/// `store.lease`, which must answer.
+fn lease(store: &dyn Store, key: &str, token: &str, ttl: Duration) -> Lease {
+    store
+        .lease(key, token, ttl)
+        .unwrap_or_else(|error| panic!("lease({key:?}, {token:?}): {}", full_message(&error)))
+}
+
+/// Leases are rows of the leases table, apart from the entries: no container of the `kvcache`
+/// command, kept by `clear`, deleted once expired by `purge_expired` and by the writes' upkeep.
+pub(crate) fn leases_beside_entries(db: &dyn Db) {
+    let table = Table::new(db, "lease");
+    let leases = table.leases();
+    let clock = clock();
+    let backend = open(db, &table.name, &clock);
+    assert_eq!(db.count(&leases), 0, "the leases table is created, empty");
+    let (entries, leased) = (store(&backend, "entries"), store(&backend, "leased"));
+    let ttl = Duration::from_secs(1);
+    entries.store("k", b"v", None).expect("store");
+    assert_eq!(lease(&*leased, "k", "a", ttl), Lease::Acquired);
+    assert_eq!(lease(&*entries, "k", "b", ttl), Lease::Acquired);
+    assert_eq!((db.count(&table.name), db.count(&leases)), (1, 2));
+
+    let inspect = backend
+        .inspect()
+        .expect("the backend answers the kvcache command");
+    let containers = inspect
+        .containers(&mut |_| {})
+        .expect("containers")
+        .expect("listed");
+    assert_eq!(
+        containers,
+        ["entries"],
+        "a container with leases only is none"
+    );
+    let keys = inspect.keys("leased", "", None, &mut |_| {}).expect("keys");
+    assert!(keys.is_empty(), "a lease is no key: {keys:?}");
+    let summary = inspect.summary("leased", &mut |_| {}).expect("summary");
+    assert_eq!(
+        (summary.entries, summary.expired),
+        (0, Some(0)),
+        "{summary:?}"
+    );
+    assert_eq!(
+        inspect
+            .keys("entries", "", None, &mut |_| {})
+            .expect("keys"),
+        ["k"]
+    );
+
+    leased.clear().expect("clear");
+    entries.clear().expect("clear");
+    assert_eq!(db.count(&leases), 2, "clear leaves the leases");
+    assert_eq!(lease(&*leased, "k", "c", ttl), Lease::Held, "still held");
+
+    clock.advance(ttl);
+    assert_eq!(db.count(&leases), 2, "expired, not yet deleted");
+    backend.purge_expired().expect("purge_expired");
+    assert_eq!(db.count(&leases), 0, "purge_expired deletes expired leases");
+
+    assert_eq!(lease(&*leased, "u", "d", ttl), Lease::Acquired);
+    assert_eq!(
+        lease(&*leased, "live", "e", Duration::from_secs(3600)),
+        Lease::Acquired
+    );
+    clock.advance(ttl);
+    for i in 0..64 {
+        entries
+            .store(&format!("tick {i}"), b"v", None)
+            .expect("store");
+    }
+    assert_eq!(
+        db.count(&leases),
+        1,
+        "64 writes delete the expired lease, and keep the live one"
+    );
+    assert_eq!(lease(&*leased, "live", "f", ttl), Lease::Held);
+    assert_eq!(lease(&*leased, "u", "f", ttl), Lease::Acquired);
+}
+
+/// 16 threads, each with a token of its own, racing for the lease of one key of a fresh
+/// container, on as many connections, 20 rounds of a new key each: each round exactly one
+/// takes it; the others find it held; released, it is free. Every other round the key's lease
+/// is one a dead holder left, expired: all of them race to take it over.
+pub(crate) fn threads_racing_for_a_lease(db: &dyn Db) {
+    const THREADS: usize = 16;
+    const ROUNDS: usize = 20;
+    let table = Table::new(db, "race");
+    let clock = clock();
+    let config = config(db, &table.name, &clock).option("pool_size", THREADS.to_string());
+    let backend = SqlBackend::open(&config).unwrap_or_else(|error| panic!("open: {error}"));
+    let c = store(&backend, &testkit::unique("race"));
+    let ttl = Duration::from_secs(60);
+    let barrier = Barrier::new(THREADS);
+    // Per round, the threads that took the lease, and every failure: a thread that panicked
+    // would leave the others waiting at the barrier.
+    let taken: Vec<Mutex<Vec<usize>>> = (0..ROUNDS).map(|_| Mutex::new(Vec::new())).collect();
+    let failed = Mutex::new(Vec::new());
+    let keys: Vec<String> = (0..ROUNDS).map(|round| format!("key {round}")).collect();
+    thread::scope(|scope| {
+        for t in 0..THREADS {
+            let (c, barrier, taken, failed, keys) = (&c, &barrier, &taken, &failed, &keys);
+            let clock = &clock;
+            scope.spawn(move || {
+                let token = testkit::unique(&format!("thread {t}"));
+                for (round, key) in keys.iter().enumerate() {
+                    if t == 0 && round % 2 == 1 {
+                        let dead = c.lease(key, "dead holder", Duration::from_millis(1));
+                        if !matches!(dead, Ok(Lease::Acquired)) {
+                            failed
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .push(format!("round {round}: the dead holder's lease: {dead:?}"));
+                        }
+                        clock.advance(Duration::from_millis(1));
+                    }
+                    barrier.wait();
+                    let outcome = c.lease(key, &token, ttl);
+                    let acquired = matches!(outcome, Ok(Lease::Acquired));
+                    match outcome {
+                        Ok(Lease::Acquired) => taken[round]
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push(t),
+                        Ok(Lease::Held) => {}
+                        other => failed
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push(format!("thread {t}, round {round}: lease: {other:?}")),
+                    }
+                    // Every thread has answered before the lease is given up.
+                    barrier.wait();
+                    if acquired && let Err(error) = c.release(key, &token) {
+                        failed
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push(format!("thread {t}, round {round}: release: {error:?}"));
+                    }
+                }
+            });
+        }
+    });
+    let failed = failed.into_inner().unwrap_or_else(PoisonError::into_inner);
+    assert!(failed.is_empty(), "{failed:#?}");
+    for (round, taken) in taken.into_iter().enumerate() {
+        let taken = taken.into_inner().unwrap_or_else(PoisonError::into_inner);
+        assert_eq!(taken.len(), 1, "round {round}: taken by threads {taken:?}");
+    }
+    assert_eq!(db.count(&table.leases()), 0, "every lease was released");
+    for key in &keys {
+        assert_eq!(
+            lease(&*c, key, "after", ttl),
+            Lease::Acquired,
+            "{key} is free"
+        );
+        c.release(key, "after").expect("release");
+    }
 }
 
 /// Keys far longer than a `VARCHAR(255)`, and a key whose hash collides with another's.
@@ -321,6 +490,28 @@ pub(crate) fn a_foreign_table_is_left_alone(db: &dyn Db) {
         "INSERT INTO {quoted} (id, name) VALUES (2, 'still mine')"
     ))
     .expect("its columns are unchanged");
+
+    // The same of a table named as the leases table of the backend's.
+    let table = Table::new(db, "foreignl");
+    let leases = db.quote(&table.leases());
+    db.execute(&format!(
+        "CREATE TABLE {leases} (id INTEGER PRIMARY KEY, name VARCHAR(20))"
+    ))
+    .expect("create");
+    db.execute(&format!(
+        "INSERT INTO {leases} (id, name) VALUES (1, 'mine')"
+    ))
+    .expect("insert");
+    let error = SqlBackend::open(&config(db, &table.name, &clock())).expect_err("other columns");
+    let message = full_message(&error);
+    assert!(
+        message.contains(&format!("table {:?}", table.leases()))
+            && message.contains("columns (id, name)")
+            && message.contains("a kvcache leases table (container, key, token, expires_at)")
+            && message.contains("backend.db.table"),
+        "{message}"
+    );
+    assert_eq!(db.count(&table.leases()), 1, "its row is still there");
 }
 
 /// 8 threads storing, reading, deleting, clearing and purging on overlapping keys, some of them
@@ -645,6 +836,23 @@ fn every_call<'a>(backend: &'a dyn Backend, c: &'a dyn Store) -> Vec<NamedCall<'
     ]
 }
 
+/// The lease calls of `c`, with what their errors say they were doing.
+fn lease_calls(c: &dyn Store) -> Vec<NamedCall<'_>> {
+    let ttl = Duration::from_secs(60);
+    vec![
+        (
+            "lease",
+            "taking a lease in",
+            Box::new(move || c.lease("k", "token", ttl).map(drop)),
+        ),
+        (
+            "release",
+            "releasing a lease in",
+            Box::new(|| c.release("k", "token")),
+        ),
+    ]
+}
+
 /// A cache whose container `open`, on `backend` as `db`, serves its generator's values when
 /// the backend fails.
 fn generating_cache(backend: &Arc<dyn Backend>) -> KvCache {
@@ -719,6 +927,20 @@ pub(crate) fn a_held_lock_bounds_calls(db: &dyn Db, place: &str, reads_wait: boo
     let open = cache.container::<String>("open").expect("container");
     assert_eq!(open.get("g").expect("get"), "fresh g");
     assert_eq!(open.peek("g").expect("peek").as_deref(), Some("fresh g"));
+
+    // The same of the leases table, apart: a lock on it bounds the leases.
+    let held = db.lock(&table.leases());
+    for (what, doing, call) in lease_calls(&*c) {
+        let (outcome, took) = timed(&call);
+        check_bounded(what, doing, place, outcome, took);
+    }
+    drop(held);
+    assert_eq!(
+        c.lease("l", "after", Duration::from_secs(60))
+            .unwrap_or_else(|error| panic!("lease after the lock: {}", full_message(&error))),
+        Lease::Acquired
+    );
+    c.release("l", "after").expect("release after the lock");
 }
 
 /// Processes stopped with `SIGSTOP`, continued (`SIGCONT`) when dropped.
@@ -773,7 +995,10 @@ pub(crate) fn a_frozen_server_bounds_calls(url: &str, port: u16, freeze: impl Fn
     let place = format!("127.0.0.1:{port}");
 
     let frozen = freeze();
-    for (what, doing, call) in every_call(&*backend, &*c) {
+    for (what, doing, call) in every_call(&*backend, &*c)
+        .into_iter()
+        .chain(lease_calls(&*c))
+    {
         let (outcome, took) = timed(&call);
         check_bounded(what, doing, &place, outcome, took);
     }
@@ -844,7 +1069,10 @@ pub(crate) fn goes_away_and_comes_back(url: &str, port: u16, stop: impl Fn(), st
 
     stop();
     let place = format!("127.0.0.1:{port}");
-    for (what, doing, call) in every_call(&backend, &*c) {
+    for (what, doing, call) in every_call(&backend, &*c)
+        .into_iter()
+        .chain(lease_calls(&*c))
+    {
         let (outcome, took) = timed(&call);
         check_bounded(what, doing, &place, outcome, took);
     }
@@ -962,6 +1190,15 @@ pub(crate) fn expired_entries_that_cannot_be_deleted_are_misses(db: &dyn Db) {
     let read = store(&*reader, "c");
     read.store("new", b"v", None)
         .expect_err("the reader's connections cannot write");
+    let error = read
+        .lease("new", "t", Duration::from_secs(60))
+        .expect_err("nor take a lease");
+    let message = full_message(&error);
+    assert!(
+        matches!(error, Error::Backend { .. })
+            && message.contains(&format!("taking a lease in table {:?}", table.leases())),
+        "{message}"
+    );
 
     let events = Events::default();
     tracing::subscriber::with_default(events.clone(), || {
