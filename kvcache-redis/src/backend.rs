@@ -1,13 +1,18 @@
 //! The Redis store: one multiplexed connection per backend, shared by every container; one
-//! command per call, `MGET` and a pipeline for batches, `SCAN` + `UNLINK` for `clear`.
+//! command per call, `MGET` and a pipeline for batches, `SCAN` + `UNLINK` for `clear`,
+//! `SET ... NX PX` and a compare-and-delete script for leases.
 
 use std::fmt;
-use std::sync::Arc;
+use std::future::Future;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use kvcache_core::{AsyncStore, Backend, BoxFuture, Error, Result, Space};
+use kvcache_core::{AsyncStore, Backend, BoxFuture, Error, Lease, Result, Space};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, Pipeline, RedisError, RedisResult};
+use redis::{
+    AsyncConnectionConfig, Cmd, FromRedisValue, Pipeline, RedisError, RedisResult, Script,
+    ScriptInvocation,
+};
 
 use crate::config::RedisConfig;
 use crate::key::{ContainerKeys, Keys};
@@ -70,16 +75,18 @@ enum Expiry {
     Now,
 }
 
+/// `ttl` in whole milliseconds, rounded up so that nothing expires early, and at most [`MAX_PX`].
+fn millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_nanos().div_ceil(1_000_000)).map_or(MAX_PX, |ms| ms.min(MAX_PX))
+}
+
 impl Expiry {
     /// A ttl in whole milliseconds, rounded up so that an entry never expires early.
     fn of(ttl: Option<Duration>) -> Expiry {
         match ttl {
             None => Expiry::Never,
             Some(ttl) if ttl.is_zero() => Expiry::Now,
-            Some(ttl) => Expiry::After(
-                u64::try_from(ttl.as_nanos().div_ceil(1_000_000))
-                    .map_or(MAX_PX, |ms| ms.min(MAX_PX)),
-            ),
+            Some(ttl) => Expiry::After(millis(ttl)),
         }
     }
 
@@ -99,10 +106,34 @@ impl Expiry {
     }
 }
 
+/// `SET LEASE TOKEN NX PX MILLISECONDS`: takes the lease `lease` for `ttl` (at least 1 ms, a
+/// zero `PX` being an error) unless it is held. Redis answers `OK` when it took it, nil when not.
+fn lease_command(lease: &str, token: &str, ttl: Duration) -> Cmd {
+    let mut set = redis::cmd("SET");
+    set.arg(lease)
+        .arg(token)
+        .arg("NX")
+        .arg("PX")
+        .arg(millis(ttl).max(1));
+    set
+}
+
+/// Releases the lease `KEYS[1]` if it still holds the token `ARGV[1]`: compare-and-delete in one
+/// step, so that a holder whose lease expired, and was taken by another, leaves the other's be.
+/// Sent by its SHA-1 (`EVALSHA`), and loaded first on a server that does not know it.
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
+    )
+});
+
 /// What one call sends.
 enum Request {
     Command(Cmd),
     Pipeline(Pipeline),
+    /// A script by its SHA-1, loaded first when the server answers `NOSCRIPT` (it restarted,
+    /// or its script cache was flushed).
+    Script(ScriptInvocation<'static>),
 }
 
 impl Request {
@@ -113,8 +144,18 @@ impl Request {
         match self {
             Request::Command(command) => command.query_async(connection).await,
             Request::Pipeline(pipeline) => pipeline.query_async(connection).await,
+            Request::Script(invocation) => invocation.invoke_async(connection).await,
         }
     }
+}
+
+/// Which sending of a call an attempt is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    First,
+    /// Once more, on a new connection, after the server dropped the first one's: what the first
+    /// sent may have run before the drop.
+    Again,
 }
 
 /// Why a call failed.
@@ -207,8 +248,10 @@ impl Shared {
     /// It runs on kvcache's runtime, where the connection lives: inline when the caller is there
     /// already (the synchronous path), else as a task of its own. A call that finds the connection
     /// dropped (the server restarted) has made redis-rs start a reconnect; it is sent once more,
-    /// on the new connection. Every command sent is idempotent, so one that reached the server
-    /// before its connection dropped may run twice without harm.
+    /// on the new connection. Every request sent this way is idempotent, so one that reached the
+    /// server before its connection dropped may run twice without harm. (A lease's `SET ... NX`
+    /// is not: `lease` goes through [`attempt`](Shared::attempt) and checks, when it is sent
+    /// again, whether the first sending took the lease.)
     async fn call<T>(&self, request: Request, doing: impl FnOnce() -> String) -> Result<T>
     where
         T: FromRedisValue + Send + 'static,
@@ -228,9 +271,24 @@ impl Shared {
     where
         T: FromRedisValue + Send + 'static,
     {
+        let request = &request;
+        self.attempt(move |mut connection, _| async move { request.query(&mut connection).await })
+            .await
+    }
+
+    /// Runs `query` on the connection within `command_timeout`, and once more on a new connection
+    /// when the server dropped the first one ([`Attempt::Again`]): what [`send`](Shared::send)
+    /// does with a request, for a call that must know which sending answered.
+    async fn attempt<T, F>(
+        &self,
+        mut query: impl FnMut(MultiplexedConnection, Attempt) -> F,
+    ) -> std::result::Result<T, Failure>
+    where
+        F: Future<Output = RedisResult<T>>,
+    {
         let run = async {
-            let (made, mut connection) = self.link.get().await?;
-            match request.query(&mut connection).await {
+            let (made, connection) = self.link.get().await?;
+            match query(connection, Attempt::First).await {
                 // The server dropped the connection (it restarted): once more, on a new one. A
                 // timeout is no drop: the connection stays, and the call ends at its bound.
                 Err(error)
@@ -238,8 +296,10 @@ impl Shared {
                         && (error.is_io_error() || error.is_connection_dropped()) =>
                 {
                     self.link.forget(made);
-                    let (_, mut connection) = self.link.get().await?;
-                    request.query(&mut connection).await.map_err(Failure::Redis)
+                    let (_, connection) = self.link.get().await?;
+                    query(connection, Attempt::Again)
+                        .await
+                        .map_err(Failure::Redis)
                 }
                 other => other.map_err(Failure::Redis),
             }
@@ -465,6 +525,66 @@ impl AsyncStore for ContainerStore {
             )
         }))
     }
+
+    /// `SET LEASE TOKEN NX PX TTL` on the lease's own key (`PREFIX:{LEN:CONTAINER}!lease:KEY`).
+    fn lease<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Lease>> {
+        let lease = self.keys.lease(key);
+        let set = lease_command(&lease, token, ttl);
+        let mut holder = redis::cmd("GET");
+        holder.arg(&lease);
+        Box::pin(async move {
+            let (set, holder) = (&set, &holder);
+            let taken = self
+                .shared
+                .attempt(move |mut connection, attempt| async move {
+                    let taken: bool = set.query_async(&mut connection).await?;
+                    if taken || attempt == Attempt::First {
+                        return Ok(taken);
+                    }
+                    // Sent again after the connection dropped: the first SET may have taken the
+                    // lease before the drop, and this one found it held, by this very call. The
+                    // token tells: a caller's tokens are its own.
+                    match holder.query_async::<Option<Vec<u8>>>(&mut connection).await {
+                        Ok(holder) => Ok(holder.as_deref() == Some(token.as_bytes())),
+                        // Not a string: not kvcache's lease, so not this call's.
+                        Err(error) if error.code() == Some("WRONGTYPE") => Ok(false),
+                        Err(error) => Err(error),
+                    }
+                })
+                .await;
+            match taken {
+                Ok(true) => Ok(Lease::Acquired),
+                Ok(false) => Ok(Lease::Held),
+                Err(failure) => Err(self.shared.error(
+                    failure,
+                    &format!(
+                        "taking the lease on key {} of container {:?}",
+                        short(key),
+                        self.container
+                    ),
+                )),
+            }
+        })
+    }
+
+    /// The compare-and-delete script [`RELEASE`] on the lease's key.
+    fn release<'a>(&'a self, key: &'a str, token: &'a str) -> BoxFuture<'a, Result<()>> {
+        let mut invocation = RELEASE.prepare_invoke();
+        invocation.key(self.keys.lease(key)).arg(token);
+        let request = Request::Script(invocation);
+        Box::pin(self.shared.call(request, move || {
+            format!(
+                "releasing the lease on key {} of container {:?}",
+                short(key),
+                self.container
+            )
+        }))
+    }
 }
 
 impl fmt::Debug for RedisBackend {
@@ -510,7 +630,19 @@ fn short(text: &str) -> String {
 mod tests {
     use std::time::Duration;
 
-    use super::{Expiry, MAX_PX, ms, short};
+    use super::{Expiry, MAX_PX, lease_command, ms, short};
+
+    /// The arguments of `command`, joined by spaces.
+    fn args(command: &redis::Cmd) -> String {
+        command
+            .args_iter()
+            .map(|arg| match arg {
+                redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                _ => panic!("no command here sends a cursor"),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 
     #[test]
     fn a_ttl_is_whole_milliseconds_rounded_up() {
@@ -529,20 +661,32 @@ mod tests {
 
     #[test]
     fn the_commands_set_with_px_or_delete() {
-        let args = |expiry: Expiry| {
-            let command = expiry.command("p:{1:c}:k", b"v");
-            command
-                .args_iter()
-                .map(|arg| match arg {
-                    redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-                    _ => panic!("a store sends no cursor"),
-                })
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
+        let args = |expiry: Expiry| args(&expiry.command("p:{1:c}:k", b"v"));
         assert_eq!(args(Expiry::Never), "SET p:{1:c}:k v");
         assert_eq!(args(Expiry::After(1500)), "SET p:{1:c}:k v PX 1500");
         assert_eq!(args(Expiry::Now), "UNLINK p:{1:c}:k");
+    }
+
+    #[test]
+    fn a_lease_is_set_if_absent_for_at_least_a_millisecond() {
+        let args = |ttl| args(&lease_command("p:{1:c}!lease:k", "t", ttl));
+        assert_eq!(
+            args(Duration::from_secs(30)),
+            "SET p:{1:c}!lease:k t NX PX 30000"
+        );
+        assert_eq!(
+            args(Duration::from_micros(1_001)),
+            "SET p:{1:c}!lease:k t NX PX 2"
+        );
+        assert_eq!(args(Duration::ZERO), "SET p:{1:c}!lease:k t NX PX 1");
+        assert_eq!(
+            args(Duration::from_nanos(1)),
+            "SET p:{1:c}!lease:k t NX PX 1"
+        );
+        assert_eq!(
+            args(Duration::MAX),
+            format!("SET p:{{1:c}}!lease:k t NX PX {MAX_PX}")
+        );
     }
 
     #[test]

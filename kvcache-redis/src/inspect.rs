@@ -7,6 +7,10 @@
 //! (`MATCH` filters after the walk), one step at a time, so a walk never blocks it for longer than
 //! a step, and each step is bounded by `command_timeout`. A key that holds something kvcache did
 //! not write (a hash, a list) is left out.
+//!
+//! Leases (`PREFIX:{LEN:CONTAINER}!lease:KEY`, see the `key` module) are no entries: a container's
+//! pattern never matches them, and the backend's does, but `container_of` reads no container
+//! from them, so a container that holds only leases is not listed either.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -51,6 +55,7 @@ fn expiry(pttl: i64, now: u64) -> Option<Option<u64>> {
 }
 
 /// The container a Redis key of backend prefix `prefix` belongs to: `PREFIX:{LEN:CONTAINER}:KEY`.
+/// `None` for a key of another layout, a lease's (`PREFIX:{LEN:CONTAINER}!lease:KEY`) included.
 fn container_of(prefix: &str, key: &[u8]) -> Option<String> {
     let rest = key.strip_prefix(prefix.as_bytes())?.strip_prefix(b":{")?;
     let digits = rest.iter().take_while(|byte| byte.is_ascii_digit()).count();
@@ -251,6 +256,22 @@ mod tests {
         assert_eq!(container_of("p", b"p:{3:a}:c"), None, "too short");
         assert_eq!(container_of("p", b"q:{1:a}:c"), None, "another prefix");
         assert_eq!(container_of("p", b"p:{x:a}:c"), None);
+    }
+
+    #[test]
+    fn leases_are_no_containers() {
+        let keys = crate::key::Keys::new("p");
+        for (container, key) in [("a", "k"), ("a:b", ""), ("a}", "b"), ("1:a}!lease:", "c")] {
+            assert_eq!(
+                container_of("p", keys.lease(container, key).as_bytes()),
+                None,
+                "the lease on ({container:?}, {key:?})"
+            );
+            assert_eq!(
+                container_of("p", keys.entry(container, key).as_bytes()).as_deref(),
+                Some(container)
+            );
+        }
     }
 
     #[test]

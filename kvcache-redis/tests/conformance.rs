@@ -1,5 +1,5 @@
 //! The Redis backend on the real Redis of `KVCACHE_TEST_REDIS_URL`: the shared conformance
-//! suite, the key layout, expiry, and keys kvcache did not write.
+//! suite, the key layout (leases' included), expiry, and keys kvcache did not write.
 
 mod common;
 
@@ -8,7 +8,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{Cleanup, both, open, raw, redis_url};
-use kvcache_core::{KvCache, ManualClock, testkit};
+use kvcache_core::inspect::Inspect;
+use kvcache_core::{KvCache, Lease, ManualClock, testkit};
 
 /// A backend under a unique prefix on the Redis under test, and the cleanup of that prefix.
 fn setup(label: &str) -> Option<(String, String, Cleanup)> {
@@ -26,12 +27,91 @@ fn documented_key(prefix: &str, container: &str, key: &str) -> String {
     format!("{prefix}:{{{}:{container}}}:{key}", container.len())
 }
 
+/// The Redis key of the lease on (container, key), as the crate docs state it.
+fn documented_lease(prefix: &str, container: &str, key: &str) -> String {
+    format!("{prefix}:{{{}:{container}}}!lease:{key}", container.len())
+}
+
 #[test]
 fn passes_the_conformance_suite() {
     let Some((url, prefix, _cleanup)) = setup("conformance") else {
         return;
     };
-    testkit::run(&open(&url, &prefix), testkit::Time::Real);
+    let backend = open(&url, &prefix);
+    testkit::run(&backend, testkit::Time::Real);
+    testkit::leases(&backend, testkit::Time::Real);
+}
+
+#[test]
+fn leases_follow_the_documented_layout_apart_from_entries() {
+    let Some((url, prefix, _cleanup)) = setup("lease-layout") else {
+        return;
+    };
+    let redis = open(&url, &prefix);
+    let mut conn = raw(&url);
+    let exists = |conn: &mut redis::Connection, key: &str| -> bool {
+        redis::cmd("EXISTS").arg(key).query(conn).unwrap()
+    };
+    let none = &mut |_| {};
+    for backend in both(&redis) {
+        eprintln!("through the {} path", backend.path);
+        let (c, only) = (backend.open("c"), backend.open("only-leases"));
+        c.store("k", b"v", None).unwrap();
+        c.store("k2", b"v", None).unwrap();
+        let ttl = Duration::from_secs(60);
+        assert_eq!(c.lease("k", "token", ttl).unwrap(), Lease::Acquired);
+        assert_eq!(only.lease("k", "token", ttl).unwrap(), Lease::Acquired);
+
+        // The documented key, holding the token, with the ttl to the millisecond.
+        let lease = documented_lease(&prefix, "c", "k");
+        let held: Option<String> = redis::cmd("GET").arg(&lease).query(&mut conn).unwrap();
+        assert_eq!(held.as_deref(), Some("token"));
+        let left: i64 = redis::cmd("PTTL").arg(&lease).query(&mut conn).unwrap();
+        assert!((59_000..=60_000).contains(&left), "PTTL {left}");
+        assert_eq!(
+            c.retrieve("k").unwrap().as_deref(),
+            Some(&b"v"[..]),
+            "the entry is its own key"
+        );
+
+        // No walk sees a lease: not as a container, not as a key, not in a summary.
+        assert_eq!(
+            redis.containers(none).unwrap(),
+            Some(vec!["c".to_owned()]),
+            "a container of leases only is not listed"
+        );
+        assert_eq!(redis.keys("c", "", None, none).unwrap(), ["k", "k2"]);
+        assert_eq!(redis.keys("c", "k", None, none).unwrap(), ["k", "k2"]);
+        assert!(
+            redis
+                .keys("only-leases", "", None, none)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(redis.summary("c", none).unwrap().entries, 2);
+        assert_eq!(redis.summary("only-leases", none).unwrap().entries, 0);
+
+        // Clear deletes the entries and leaves the leases.
+        c.clear().unwrap();
+        only.clear().unwrap();
+        assert_eq!(c.retrieve("k").unwrap(), None);
+        assert!(exists(&mut conn, &lease), "clear leaves the lease");
+        assert_eq!(c.lease("k", "other", ttl).unwrap(), Lease::Held);
+
+        // Release deletes the key; a zero ttl is a lease of one millisecond.
+        c.release("k", "token").unwrap();
+        only.release("k", "token").unwrap();
+        assert!(!exists(&mut conn, &lease), "released");
+        assert!(!exists(
+            &mut conn,
+            &documented_lease(&prefix, "only-leases", "k")
+        ));
+        assert_eq!(c.lease("z", "a", Duration::ZERO).unwrap(), Lease::Acquired);
+        thread::sleep(Duration::from_millis(20));
+        assert_eq!(c.lease("z", "b", Duration::ZERO).unwrap(), Lease::Acquired);
+        thread::sleep(Duration::from_millis(20));
+        assert_eq!(redis.containers(none).unwrap(), Some(Vec::new()));
+    }
 }
 
 #[test]

@@ -3,11 +3,15 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Server, config, everything_shown, free_port, raw, sync_store};
-use kvcache_core::{Backend, Error, testkit};
+use common::{Server, config, everything_shown, free_port, paths, raw, sync_store};
+use kvcache_core::{Backend, Error, Lease, testkit};
 use kvcache_redis::{RedisBackend, RedisConfig};
 
 /// Builds the backend `url` names, expecting an error within `connect_timeout` and some slack.
@@ -230,14 +234,25 @@ fn a_restarted_server_is_used_again_by_the_same_backend() {
     busy();
     server.kill();
     for round in 0..2 {
-        for call in ["retrieve", "store", "clear", "retrieve_many", "store_many"] {
+        let calls = [
+            "retrieve",
+            "store",
+            "clear",
+            "retrieve_many",
+            "store_many",
+            "lease",
+            "release",
+        ];
+        for call in calls {
             let start = Instant::now();
             let error = match call {
                 "retrieve" => store.retrieve("k").map(drop),
                 "store" => store.store("k", b"v", None),
                 "clear" => store.clear(),
                 "retrieve_many" => store.retrieve_many(&["a", "b"]).map(drop),
-                _ => store.store_many(&[("a", &b"v"[..])], None),
+                "store_many" => store.store_many(&[("a", &b"v"[..])], None),
+                "lease" => store.lease("k", "t", Duration::from_secs(1)).map(drop),
+                _ => store.release("k", "t"),
             }
             .expect_err("a call while the server is down fails");
             check_outage_error(
@@ -265,6 +280,195 @@ fn a_restarted_server_is_used_again_by_the_same_backend() {
     );
     store.store("k", b"again", None).unwrap();
     assert_eq!(store.retrieve("k").unwrap().as_deref(), Some(&b"again"[..]));
+}
+
+/// How many times the server ran `command` since it started (`INFO commandstats`).
+fn calls_of(server: &Server, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut raw(&server.url()))
+        .unwrap();
+    let line = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(line.as_str()))
+        .map_or(0, |rest| {
+            rest.split(',').next().unwrap().trim().parse().unwrap()
+        })
+}
+
+#[test]
+fn a_lease_held_when_the_server_restarts_is_gone_and_leases_work_again() {
+    let Some(mut server) = Server::start(&[]) else {
+        return;
+    };
+    let backend = outage_backend(&server);
+    let ttl = Duration::from_secs(60);
+    for (path, store) in paths(&backend, "c") {
+        eprintln!("through the {path} path");
+        let (old, new) = (format!("old-{path}"), format!("new-{path}"));
+        assert_eq!(store.lease("k", &old, ttl).unwrap(), Lease::Acquired);
+        assert_eq!(store.lease("k", "other", ttl).unwrap(), Lease::Held);
+
+        // Started again without persistence (`--save "" --appendonly no`): the lease is gone,
+        // and so is the connection it was taken on. A first call may fail, naming the backend
+        // and what it was doing, within the command timeout; a later one takes the lease.
+        server.restart();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let start = Instant::now();
+            match store.lease("k", &new, ttl) {
+                Ok(lease) => {
+                    assert_eq!(lease, Lease::Acquired, "{path} path: the old lease is gone");
+                    break;
+                }
+                Err(error) => {
+                    check_outage_error(&server, path, "lease", &error, start.elapsed());
+                    assert!(
+                        matches!(
+                            &error,
+                            Error::Backend { backend, .. } | Error::Unavailable { backend, .. }
+                                if backend == "redis"
+                        ),
+                        "names the backend: {error:?}"
+                    );
+                    assert!(error.to_string().contains("lease"), "{error}");
+                    assert!(
+                        Instant::now() < deadline,
+                        "{path} path: no lease 10 s after the restart"
+                    );
+                    thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+
+        // The old holder's release is fine, and leaves the new holder's lease.
+        store.release("k", &old).unwrap();
+        assert_eq!(store.lease("k", "other", ttl).unwrap(), Lease::Held);
+        store.release("k", &new).unwrap();
+        assert_eq!(store.lease("k", "other", ttl).unwrap(), Lease::Acquired);
+        store.release("k", "other").unwrap();
+        assert_eq!(store.lease("k", &new, ttl).unwrap(), Lease::Acquired);
+        store.release("k", &new).unwrap();
+
+        // The restarted server knew no script: the first release loaded it (SCRIPT LOAD, after
+        // EVALSHA's NOSCRIPT), and every release ran it by its SHA-1.
+        assert_eq!(calls_of(&server, "script|load"), 1, "{path} path");
+        assert_eq!(calls_of(&server, "evalsha"), 5, "{path} path");
+    }
+}
+
+/// A TCP proxy to a server on loopback that, once armed, forwards the next request holding `NX`
+/// and then cuts its connection instead of forwarding the answer: a command that ran on the
+/// server, and whose answer was lost with the connection. Later connections pass.
+struct Cutter {
+    port: u16,
+    armed: Arc<AtomicBool>,
+}
+
+impl Cutter {
+    fn start(upstream: u16) -> Cutter {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let port = listener.local_addr().expect("its address").port();
+        let armed = Arc::new(AtomicBool::new(false));
+        let arm = Arc::clone(&armed);
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let cut = Arc::new(AtomicBool::new(false));
+                let (mut asked, mut to_server) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (arm, seen) = (Arc::clone(&arm), Arc::clone(&cut));
+                thread::spawn(move || {
+                    let mut buf = [0; 64 * 1024];
+                    while let Ok(n @ 1..) = asked.read(&mut buf) {
+                        if buf[..n].windows(4).any(|w| w == b"\r\nNX")
+                            && arm.swap(false, Ordering::SeqCst)
+                        {
+                            seen.store(true, Ordering::SeqCst);
+                        }
+                        if to_server.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to_server.shutdown(Shutdown::Both);
+                });
+                let (mut answers, mut to_client) = (server, client);
+                thread::spawn(move || {
+                    let mut buf = [0; 64 * 1024];
+                    while let Ok(n @ 1..) = answers.read(&mut buf) {
+                        if cut.load(Ordering::SeqCst) || to_client.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to_client.shutdown(Shutdown::Both);
+                    let _ = answers.shutdown(Shutdown::Both);
+                });
+            }
+        });
+        Cutter { port, armed }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Cuts the connection that sends the next `NX` request, once it reached the server.
+    fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_lease_whose_answer_was_lost_with_the_connection_is_still_taken() {
+    let Some(server) = Server::start(&[]) else {
+        return;
+    };
+    let cutter = Cutter::start(server.port);
+    let backend = config(&cutter.url(), "cut")
+        .connect_timeout(CONNECT_TIMEOUT)
+        .command_timeout(COMMAND_TIMEOUT)
+        .open()
+        .unwrap();
+    let ttl = Duration::from_secs(60);
+    for (path, store) in paths(&backend, "c") {
+        eprintln!("through the {path} path");
+        let token = format!("token-{path}");
+        let lease = format!("cut:{{1:c}}!lease:k-{path}");
+        let key = format!("k-{path}");
+        cutter.arm();
+        // The SET ... NX ran, its OK was lost, and it was sent again on a new connection, where
+        // it found the lease held: by this very call, which the token tells.
+        assert_eq!(
+            store.lease(&key, &token, ttl).unwrap(),
+            Lease::Acquired,
+            "{path} path"
+        );
+        assert!(
+            !cutter.armed.load(Ordering::SeqCst),
+            "the proxy cut a connection"
+        );
+        let held: Option<String> = redis::cmd("GET")
+            .arg(&lease)
+            .query(&mut raw(&server.url()))
+            .unwrap();
+        assert_eq!(held, Some(token.clone()));
+        // Asked again, not resent: held, even to its own token.
+        assert_eq!(store.lease(&key, &token, ttl).unwrap(), Lease::Held);
+        assert_eq!(store.lease(&key, "other", ttl).unwrap(), Lease::Held);
+        store.release(&key, &token).unwrap();
+        assert_eq!(store.lease(&key, "other", ttl).unwrap(), Lease::Acquired);
+        // Cut while another holds it: resent, the lease is still the other's.
+        cutter.arm();
+        assert_eq!(store.lease(&key, &token, ttl).unwrap(), Lease::Held);
+        assert!(
+            !cutter.armed.load(Ordering::SeqCst),
+            "the proxy cut a connection"
+        );
+        store.release(&key, "other").unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,4 +587,5 @@ fn passes_the_conformance_suite_on_a_unix_socket() {
         "{backend:?}"
     );
     testkit::run(&backend, testkit::Time::Real);
+    testkit::leases(&backend, testkit::Time::Real);
 }

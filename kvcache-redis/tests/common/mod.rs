@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use kvcache_core::{AsyncStore, Backend, Result, Store};
+use kvcache_core::{AsyncStore, Backend, Lease, Result, Store};
 use kvcache_redis::{RedisBackend, RedisConfig};
 
 /// The Redis the tests use, when it can be reached: `KVCACHE_TEST_REDIS_URL`, or the loopback
@@ -192,6 +192,14 @@ impl Store for Awaited {
 
     fn store_many(&self, entries: &[(&str, &[u8])], ttl: Option<Duration>) -> Result<()> {
         self.wait(self.0.store_many(entries, ttl))
+    }
+
+    fn lease(&self, key: &str, token: &str, ttl: Duration) -> Result<Lease> {
+        self.wait(self.0.lease(key, token, ttl))
+    }
+
+    fn release(&self, key: &str, token: &str) -> Result<()> {
+        self.wait(self.0.release(key, token))
     }
 }
 
