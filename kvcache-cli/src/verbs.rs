@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use kvcache::inspect::{Inspect, Summary, describe};
+use kvcache::inspect::{Inspect, StampInfo, Summary, describe};
 use kvcache::{Backend, Config, Error};
 use serde_json::{Value, json};
 
@@ -610,10 +610,17 @@ fn get(backends: &mut Backends<'_>, container: &str, key: &str) -> Result<Outcom
             ),
         ),
     ];
+    if let Some(stamp) = &described.stamp {
+        lines.extend(stamp_lines(stamp, entry.expires_at, now));
+    }
     let fingerprint = described
         .header
         .as_ref()
         .map(|header| format!("{:016x}", header.fingerprint));
+    let failure = described
+        .stamp
+        .as_ref()
+        .and_then(|stamp| stamp.failure.as_ref());
     match &described.header {
         Some(header) => {
             let mut format = header.format.to_string();
@@ -625,6 +632,9 @@ fn get(backends: &mut Backends<'_>, container: &str, key: &str) -> Result<Outcom
                 if !header.decompressed {
                     format.push_str(" (not built in here: not decompressed)");
                 }
+            }
+            if described.stamp.is_some() {
+                format.push_str(", stamped");
             }
             lines.push(("format", format));
             let type_name = described
@@ -640,17 +650,22 @@ fn get(backends: &mut Backends<'_>, container: &str, key: &str) -> Result<Outcom
                 ),
             ));
         }
+        None if failure.is_some() => lines.push((
+            "format",
+            "stamped: a remembered generator failure, no value".to_owned(),
+        )),
         None => lines.push(("format", "none: shorter than a kvcache header".to_owned())),
     }
-    match &described.value {
-        Some(value) => {
+    match (failure, &described.value) {
+        (Some(message), _) => lines.push(("failure", show::cut(&format!("{message:?}"), 4096))),
+        (None, Some(value)) => {
             let mut text = show::cut(&value.text, 4096);
             if value.type_name.is_none() {
                 text.push_str("  (the body decodes as a string)");
             }
             lines.push(("value", text));
         }
-        None => lines.push((
+        (None, None) => lines.push((
             "body",
             format!(
                 "{} bytes: {}",
@@ -659,9 +674,16 @@ fn get(backends: &mut Backends<'_>, container: &str, key: &str) -> Result<Outcom
             ),
         )),
     }
+    // The labels' column: 10 wide, as for every unstamped value, or the longest label's.
+    let width = lines
+        .iter()
+        .map(|(label, _)| label.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(10);
     let mut human = String::new();
     for (label, text) in &lines {
-        human.push_str(&format!("{label:<10} {text}\n"));
+        human.push_str(&format!("{label:<width$} {text}\n"));
     }
     let (expires_at, expires_text) = when_json(entry.expires_at);
     let header = described.header.as_ref();
@@ -680,8 +702,82 @@ fn get(backends: &mut Backends<'_>, container: &str, key: &str) -> Result<Outcom
         "value": described.value.as_ref().map(|value| value.text.clone()),
         "body_length": described.body.len(),
         "body_hex": show::hex(&described.body, 64),
+        "stamp": described.stamp.as_ref().map(stamp_json),
     });
     Ok(Outcome::done(human, json))
+}
+
+/// The lines `get` shows of a stamp: when the value is refreshed, until when it is served, a
+/// remembered failure's retry, and how long its generation took. `stored_until` is the entry's
+/// own expiry in the store: past the stamp's, the stale-if-error window.
+fn stamp_lines(
+    stamp: &StampInfo,
+    stored_until: Option<u64>,
+    now: u64,
+) -> Vec<(&'static str, String)> {
+    let at = |at: u64| format!("{} ({})", show::rfc3339(at), show::relative(at, now));
+    let mut lines = Vec::new();
+    if stamp.failure.is_some() {
+        lines.push((
+            "remembered until",
+            stamp.expires_at.map_or_else(|| "never".to_owned(), at),
+        ));
+    } else {
+        lines.push((
+            "refresh",
+            stamp.refresh_at.map_or_else(|| "never".to_owned(), at),
+        ));
+        lines.push((
+            "serves until",
+            stamp.expires_at.map_or_else(
+                || "no expiry".to_owned(),
+                |expires| {
+                    let mut text = at(expires);
+                    if stored_until.is_none_or(|stored| stored > expires) {
+                        text.push_str(", then only when the generator fails");
+                    }
+                    text
+                },
+            ),
+        ));
+    }
+    if let Some(retry) = stamp.retry_at {
+        lines.push((
+            "retry",
+            format!(
+                "{} (a failure is remembered: no generator call before)",
+                at(retry)
+            ),
+        ));
+    }
+    if stamp.failure.is_none() {
+        let took = std::time::Duration::from_millis(u64::from(stamp.took_ms));
+        let took = if stamp.took_ms == 0 {
+            "0ms".to_owned()
+        } else {
+            humantime::format_duration(took).to_string()
+        };
+        lines.push(("generated in", took));
+    }
+    lines
+}
+
+/// A stamp in JSON: its times in Unix milliseconds and RFC 3339 (or nulls), the generation's
+/// time and a remembered failure's message (or null).
+fn stamp_json(stamp: &StampInfo) -> Value {
+    let (refresh_at, refresh_text) = when_json(stamp.refresh_at);
+    let (expires_at, expires_text) = when_json(stamp.expires_at);
+    let (retry_at, retry_text) = when_json(stamp.retry_at);
+    json!({
+        "refresh_at": refresh_at,
+        "refresh_at_rfc3339": refresh_text,
+        "expires_at": expires_at,
+        "expires_at_rfc3339": expires_text,
+        "retry_at": retry_at,
+        "retry_at_rfc3339": retry_text,
+        "took_ms": stamp.took_ms,
+        "failure": stamp.failure,
+    })
 }
 
 /// The synchronous store of `container` on `backend` (declared as `name`), for `operation`;

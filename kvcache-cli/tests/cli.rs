@@ -266,6 +266,7 @@ fn exercise(config: &Path, backend: &str, purges: bool) {
     assert_eq!(get["value"], "\"Hello Peter!\"");
     assert_eq!(get["fingerprint"], "08658207b516bf54");
     assert_eq!(get["size"], 22);
+    assert_eq!(get["stamp"], Value::Null, "an unstamped value");
     assert!(get["expires_at"].as_u64().unwrap() > now);
     let get = kvcache(Some(config), &["--json", "get", "counts", "visits"]).json();
     assert_eq!(get["value"], "42");
@@ -384,6 +385,116 @@ fn a_file_cache_end_to_end() {
     let get = kvcache(Some(&flat), &["--json", "get", "counts", "visits"]);
     exits(&get, 0);
     assert_eq!(get.json()["value"], "42");
+}
+
+#[cfg(feature = "file")]
+#[test]
+fn a_stamped_value_shows_its_refresh_and_until_when_it_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kv.sqlite3");
+    let config = write(
+        dir.path(),
+        "kvcache.toml",
+        &format!(
+            r#"[backend.disk]
+kind = "file"
+path = {:?}
+
+[container.fresh]
+backend = "disk"
+expire = "1h"
+refresh = "10m"
+
+[container.flaky]
+backend = "disk"
+expire = "1h"
+cache_errors = "30s"
+"#,
+            file.display().to_string()
+        ),
+    );
+    let cache = KvCache::new(Config::from_toml_file(&config).unwrap()).unwrap();
+    cache
+        .register_generator("fresh", |key: &str| format!("Hello {key}!"))
+        .unwrap();
+    cache
+        .register_fallible_generator("flaky", |key: &str| {
+            Err::<String, _>(std::io::Error::other(format!("upstream down for {key}")))
+        })
+        .unwrap();
+    let before = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let fresh = cache.container::<String>("fresh").unwrap();
+    assert_eq!(fresh.get("Ann").unwrap(), "Hello Ann!");
+    let flaky = cache.container::<String>("flaky").unwrap();
+    assert!(flaky.get("Bob").is_err());
+    drop((fresh, flaky, cache));
+
+    let get = kvcache(Some(&config), &["get", "fresh", "Ann"]);
+    exits(&get, 0);
+    let line = |label: &str| {
+        get.stdout
+            .lines()
+            .find(|line| line.starts_with(&format!("{label} ")))
+            .unwrap_or_else(|| panic!("no {label:?} line in {get:?}"))
+            .to_owned()
+    };
+    let refresh = line("refresh");
+    assert!(
+        refresh.contains("(in 9m") || refresh.contains("(in 10m)"),
+        "{get:?}"
+    );
+    let serves = line("serves until");
+    assert!(
+        serves.contains("(in 59m") || serves.contains("(in 1h)"),
+        "{get:?}"
+    );
+    // Without stale_if_error, the entry leaves the store when it expires.
+    assert!(!serves.contains("generator fails"), "{get:?}");
+    assert!(line("generated in").ends_with("ms"), "{get:?}");
+    assert!(line("format").ends_with(" 2, stamped"), "{get:?}");
+    assert!(
+        line("type").contains("String (fingerprint 08658207b516bf54)"),
+        "{get:?}"
+    );
+    assert!(line("value").ends_with(" \"Hello Ann!\""), "{get:?}");
+    assert!(!get.stdout.contains("retry"), "{get:?}");
+
+    let json = kvcache(Some(&config), &["--json", "get", "fresh", "Ann"]).json();
+    let stamp = &json["stamp"];
+    let refresh_at = stamp["refresh_at"].as_u64().expect("a refresh time");
+    let expires_at = stamp["expires_at"].as_u64().expect("an expiry");
+    assert!(
+        (before + 600_000..before + 610_000).contains(&refresh_at),
+        "{json:#}"
+    );
+    assert_eq!(expires_at - refresh_at, 3_000_000, "{json:#}");
+    assert!(stamp["refresh_at_rfc3339"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(stamp["retry_at"], Value::Null);
+    assert_eq!(stamp["failure"], Value::Null);
+    assert!(stamp["took_ms"].is_u64(), "{json:#}");
+    assert_eq!(json["value"], "\"Hello Ann!\"");
+    assert_eq!(json["format"], 2);
+
+    // A remembered failure: its message, no value.
+    let get = kvcache(Some(&config), &["get", "flaky", "Bob"]);
+    exits(&get, 0);
+    assert!(
+        get.stdout
+            .contains("failure          \"upstream down for Bob\""),
+        "{get:?}"
+    );
+    assert!(get.stdout.contains("remembered until "), "{get:?}");
+    assert!(!get.stdout.contains("value "), "{get:?}");
+    let json = kvcache(Some(&config), &["--json", "get", "flaky", "Bob"]).json();
+    assert_eq!(
+        json["stamp"]["failure"], "upstream down for Bob",
+        "{json:#}"
+    );
+    assert_eq!(json["value"], Value::Null);
+    assert!(json["stamp"]["expires_at"].as_u64().unwrap() <= before + 40_000);
 }
 
 /// Clears the containers `populate` writes when dropped, even when the test panics: the

@@ -34,6 +34,7 @@ use crate::codec::{Codec, FORMAT, HEADER_LEN, Value, fingerprint};
 use crate::compress;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::stamp::Stamp;
 
 /// A backend's answers to an operator: its containers, their sizes, their keys and entries.
 ///
@@ -127,21 +128,55 @@ impl Entry {
 }
 
 /// What stored bytes say of themselves: [`describe`].
+///
+/// For stamped bytes (those of a container that serves stale values: format 4), `stamp` holds
+/// the stamp, and `header`, `body` and `value` describe the encoded value inside it as they
+/// would the same value stored unstamped. For a remembered generator failure, there is no
+/// value: `header` and `value` are `None`, `body` holds the failure's message as stored (its
+/// UTF-8 bytes), and [`StampInfo::failure`] the message as text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Described {
-    /// The codec's header; `None` when the bytes are shorter than one.
+    /// The codec's header; `None` when the bytes are shorter than one, or are a remembered
+    /// failure.
     pub header: Option<Header>,
     /// The encoded value after the header, decompressed where it was compressed and this build
-    /// has the algorithm; every byte when there is no header.
+    /// has the algorithm; every byte when there is no header (the message's, for a remembered
+    /// failure).
     pub body: Vec<u8>,
     /// The value, where it can be shown.
     pub value: Option<Shown>,
+    /// The stamp in front of the value, for bytes that have one.
+    pub stamp: Option<StampInfo>,
+}
+
+/// What a stamp says of the value behind it: the times that a container serving stale values
+/// (`refresh`, `stale_if_error`, `cache_errors`, `early_refresh`) writes with each value, and
+/// whether the value is a remembered generator failure.
+///
+/// Times are Unix milliseconds on the writing process's clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StampInfo {
+    /// When the value is due for a background refresh (`refresh`); `None`: never.
+    pub refresh_at: Option<u64>,
+    /// When the value expires: after it, it is served only when the generator fails (within the
+    /// `stale_if_error` window, which the store's own expiry ends). For a remembered failure:
+    /// until when it is remembered. `None`: never.
+    pub expires_at: Option<u64>,
+    /// Until when a generator failure is remembered (`cache_errors`): no caller calls the
+    /// generator for this key before. `None`: no failure remembered.
+    pub retry_at: Option<u64>,
+    /// How long the value's generation took, in milliseconds.
+    pub took_ms: u32,
+    /// The message of the generator failure stored in place of a value, if it is one.
+    pub failure: Option<String>,
 }
 
 /// The header of stored bytes: a format version and the fingerprint of the value's type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    /// The format version: 2 for plain values, 3 for compressed ones.
+    /// The format version: 2 for plain values, 3 for compressed ones. (A stamp, format 4, is
+    /// read through: [`Described::stamp`]; a header of format 4 is a stamp this build cannot
+    /// read.)
     pub format: u8,
     /// Whether this build reads that format.
     pub readable: bool,
@@ -213,12 +248,44 @@ fn compression_name(algorithm: u8) -> String {
 /// fingerprint is one of the common types this build knows (`String`, the integers, `bool`,
 /// `Vec<u8>`...), else as a string when the whole body decodes as one (a newtype of a
 /// `String`, a struct of one string field).
+///
+/// Stamped bytes are read through their stamp: see [`Described`].
 pub fn describe(bytes: &[u8]) -> Described {
+    let Some((stamp, body)) = Stamp::split(bytes) else {
+        return describe_value(bytes);
+    };
+    let at = |millis: u64| (millis != 0).then_some(millis);
+    let info = StampInfo {
+        refresh_at: at(stamp.refresh_at),
+        expires_at: at(stamp.expires_at),
+        retry_at: at(stamp.retry_at),
+        took_ms: stamp.took_ms,
+        failure: stamp
+            .failure
+            .then(|| String::from_utf8_lossy(body).into_owned()),
+    };
+    if stamp.failure {
+        return Described {
+            header: None,
+            body: body.to_vec(),
+            value: None,
+            stamp: Some(info),
+        };
+    }
+    Described {
+        stamp: Some(info),
+        ..describe_value(body)
+    }
+}
+
+/// [`describe`] of an unstamped value's bytes.
+fn describe_value(bytes: &[u8]) -> Described {
     let Some(header) = bytes.get(..HEADER_LEN) else {
         return Described {
             header: None,
             body: bytes.to_vec(),
             value: None,
+            stamp: None,
         };
     };
     let format = header[0];
@@ -266,6 +333,7 @@ pub fn describe(bytes: &[u8]) -> Described {
         }),
         body,
         value,
+        stamp: None,
     }
 }
 
@@ -343,7 +411,8 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use super::{Codec, describe, prefix_end};
+    use super::{Codec, StampInfo, describe, prefix_end};
+    use crate::stamp::Stamp;
 
     #[test]
     fn known_types_are_named_and_shown() {
@@ -391,6 +460,83 @@ mod tests {
         bytes[0] = 1;
         let described = describe(&bytes);
         assert!(!described.header.unwrap().readable);
+        assert_eq!(described.value, None);
+    }
+
+    #[test]
+    fn a_stamped_value_is_described_through_its_stamp() {
+        let encoded = Codec::<String>::new()
+            .encode(&"Hello Peter!".to_owned())
+            .unwrap();
+        let mut bytes = Vec::new();
+        Stamp {
+            refresh_at: 1_000,
+            expires_at: 2_000,
+            retry_at: 0,
+            took_ms: 7,
+            failure: false,
+        }
+        .write(&mut bytes);
+        bytes.extend_from_slice(&encoded);
+        let described = describe(&bytes);
+        assert_eq!(
+            described.stamp,
+            Some(StampInfo {
+                refresh_at: Some(1_000),
+                expires_at: Some(2_000),
+                retry_at: None,
+                took_ms: 7,
+                failure: None,
+            })
+        );
+        // Header, body and value: those of the value stored unstamped.
+        let unstamped = describe(&encoded);
+        assert_eq!(unstamped.stamp, None);
+        assert_eq!(described.header, unstamped.header);
+        assert_eq!(described.body, unstamped.body);
+        assert_eq!(described.value, unstamped.value);
+        let value = described.value.unwrap();
+        assert_eq!(value.type_name, Some("String"));
+        assert_eq!(value.text, "\"Hello Peter!\"");
+    }
+
+    #[test]
+    fn a_remembered_failure_is_its_message_and_no_value() {
+        let mut bytes = Vec::new();
+        Stamp {
+            expires_at: 5_000,
+            retry_at: 4_000,
+            failure: true,
+            ..Stamp::default()
+        }
+        .write(&mut bytes);
+        bytes.extend_from_slice("upstream down: é".as_bytes());
+        let described = describe(&bytes);
+        assert_eq!(described.header, None);
+        assert_eq!(described.value, None);
+        assert_eq!(described.body, "upstream down: é".as_bytes());
+        let stamp = described.stamp.unwrap();
+        assert_eq!(stamp.failure.as_deref(), Some("upstream down: é"));
+        assert_eq!(
+            (
+                stamp.refresh_at,
+                stamp.expires_at,
+                stamp.retry_at,
+                stamp.took_ms
+            ),
+            (None, Some(5_000), Some(4_000), 0)
+        );
+    }
+
+    #[test]
+    fn a_truncated_stamp_is_a_header_of_an_unreadable_format() {
+        let mut bytes = Vec::new();
+        Stamp::default().write(&mut bytes);
+        let described = describe(&bytes[..20]);
+        assert_eq!(described.stamp, None);
+        let header = described.header.unwrap();
+        assert_eq!(header.format, 4);
+        assert!(!header.readable);
         assert_eq!(described.value, None);
     }
 
