@@ -83,6 +83,11 @@ impl<V: Value> AsyncContainer<V> {
     pub async fn get(&self, key: &str) -> Result<V> {
         let landed_before = self.typed.slot.flights.landed();
         let (missed, keep) = match self.look(key).await {
+            // A hit that needs no refresh: the hot path, with nothing to sort out.
+            Ok(Judged::Serve {
+                value,
+                refresh: None,
+            }) => return Ok(value),
             Ok(judged) => {
                 let mut triage = self.typed.triage(&[key], vec![judged])?;
                 if let Some(Some(value)) = triage.values.pop() {

@@ -9,6 +9,7 @@ use crate::codec::Value;
 
 use crate::async_container::AsyncContainer;
 use crate::error::Result;
+use crate::fresh::Judged;
 use crate::generator::{Call, block_on_all};
 use crate::lead::{Batch, Made};
 use crate::options::OnBackendError;
@@ -100,6 +101,11 @@ impl<V: Value> Container<V> {
             tracing::trace_span!("kvcache.get", container = %self.typed.slot.name, key).entered();
         let landed_before = self.typed.slot.flights.landed();
         let (missed, keep) = match self.typed.look(key) {
+            // A hit that needs no refresh: the hot path, with nothing to sort out.
+            Ok(Judged::Serve {
+                value,
+                refresh: None,
+            }) => return Ok(value),
             Ok(judged) => {
                 let mut triage = self.typed.triage(&[key], vec![judged])?;
                 if let Some(Some(value)) = triage.values.pop() {

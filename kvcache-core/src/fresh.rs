@@ -86,32 +86,43 @@ impl<V: Value> Typed<V> {
 
     /// Judges what an in-memory store holds under `key`, and counts the look-up.
     pub(crate) fn judge_held(&self, memory: &Arc<dyn MemoryStore>, key: &str) -> Judged<V> {
+        // The hot path, a plain value, is a clone in the closure; the rest is out of line.
+        let mut plain = None;
         let mut judged = None;
-        let found = memory.get_with(key, &mut |held: &Held| {
-            judged = Some(if let Some(value) = held.get::<V>() {
-                self.count_lookup(true, true);
-                Judged::Serve {
-                    value: value.clone(),
-                    refresh: None,
-                }
-            } else if let Some(stamped) = held.get_stamped::<V>() {
-                let age = self.age(&stamped.stamp, self.now());
-                self.served(key, age, stamped.value.clone(), || {
-                    held.encoded()
-                        .map_or_else(|_| Arc::from(&[][..]), Arc::from)
-                })
-            } else if let Some(bytes) = held.as_bytes() {
-                self.judge(key, Some(bytes))
-            } else {
-                // Another type's value.
-                self.count_lookup(true, false);
-                Judged::Miss { fallback: None }
-            });
+        let found = memory.get_with(key, &mut |held: &Held| match held.get::<V>() {
+            Some(value) => plain = Some(value.clone()),
+            None => judged = Some(self.judge_other(key, held)),
         });
+        if let Some(value) = plain {
+            self.count_hit();
+            return Judged::Serve {
+                value,
+                refresh: None,
+            };
+        }
         if !found {
             self.count_lookup(false, false);
         }
         judged.unwrap_or(Judged::Miss { fallback: None })
+    }
+
+    /// Judges, and counts, a held value that is not a plain `V`: a stamped one, bytes, or
+    /// another type's value.
+    #[inline(never)]
+    fn judge_other(&self, key: &str, held: &Held) -> Judged<V> {
+        if let Some(stamped) = held.get_stamped::<V>() {
+            let age = self.age(&stamped.stamp, self.now());
+            self.served(key, age, stamped.value.clone(), || {
+                held.encoded()
+                    .map_or_else(|_| Arc::from(&[][..]), Arc::from)
+            })
+        } else if let Some(bytes) = held.as_bytes() {
+            self.judge(key, Some(bytes))
+        } else {
+            // Another type's value.
+            self.count_lookup(true, false);
+            Judged::Miss { fallback: None }
+        }
     }
 
     /// A stamped value of `age`, counted; `bytes` makes its stored bytes for a fallback.

@@ -345,11 +345,17 @@ impl<V: Value> Typed<V> {
         }
     }
 
+    /// Counts a hit.
+    #[inline(always)]
+    pub(crate) fn count_hit(&self) {
+        self.slot.counters.count(Event::Hit);
+        tracing::trace!(container = %self.slot.name, "hit");
+    }
+
     /// Counts a look-up that `found` bytes, which `decoded` or not.
     pub(crate) fn count_lookup(&self, found: bool, decoded: bool) {
         if decoded {
-            self.slot.counters.count(Event::Hit);
-            tracing::trace!(container = %self.slot.name, "hit");
+            self.count_hit();
             return;
         }
         self.slot.counters.count(Event::Miss);
