@@ -4,9 +4,10 @@
 #[doc(inline)]
 pub use kvcache_core::{
     AsyncContainer, AsyncStore, Backend, BackendConfig, BackendRegistration, BoxError, BoxFuture,
-    Builder, Clock, Compression, Config, Container, ContainerOptions, Error, Evictions, Expiring,
-    Generator, Held, KvCache, LOCK_TIMEOUT, Lease, ManualClock, MemoryStore, OnBackendError,
-    Result, Source, Space, Stats, Store, SystemClock, Value, backend_kinds, init, runtime,
+    Builder, Change, Clock, Compression, Config, Container, ContainerOptions, Error, Evictions,
+    Expiring, Generator, Held, KvCache, LOCK_TIMEOUT, Lease, ManualClock, MemoryStore,
+    OnBackendError, Result, Source, Space, Stats, Store, SystemClock, Value, Watcher,
+    backend_kinds, init, runtime,
 };
 
 pub use kvcache_core::register_backend;

@@ -113,11 +113,13 @@ impl<V: Value> AsyncContainer<V> {
     /// Those of [`get`](AsyncContainer::get), for the first key that fails.
     pub async fn get_many(&self, keys: &[&str]) -> Result<Vec<V>> {
         let landed_before = self.typed.slot.flights.landed();
+        let (near, rest) = self.typed.near_pass(keys);
         let found = match self.typed.slot.memory {
             Some(_) => Ok(Vec::new()),
-            None => self.typed.slot.nonblocking.retrieve_many(keys).await,
+            None => self.typed.slot.nonblocking.retrieve_many(&rest).await,
         };
-        let (judged, keep) = self.typed.judged_batch(keys, found, landed_before)?;
+        let (judged, keep) = self.typed.judged_batch(&rest, found, landed_before)?;
+        let judged = Typed::merge_near(near, judged);
         let triage = self.typed.triage(keys, judged)?;
         let mut values = triage.values;
         if !triage.missed.is_empty() {
@@ -147,10 +149,13 @@ impl<V: Value> AsyncContainer<V> {
         if self.typed.slot.memory.is_some() {
             return self.typed.look(key);
         }
+        if let Some(served) = self.typed.near_look(key) {
+            return Ok(served);
+        }
         let found = self
             .typed
             .backend_call(self.typed.slot.nonblocking.retrieve(key).await)?;
-        Ok(self.typed.judge(key, found.as_deref()))
+        Ok(self.typed.judged_store(key, found.as_deref()))
     }
 
     /// Stores `value` under `key` with the container's expiry.
@@ -166,7 +171,10 @@ impl<V: Value> AsyncContainer<V> {
                 .hold(memory, key, value.clone(), Some(bytes.len()), stamp, ttl);
         }
         let stored = self.typed.slot.nonblocking.store(key, &bytes, ttl).await;
-        self.typed.backend_call(stored)
+        self.typed.backend_call(stored)?;
+        self.typed
+            .near_insert(key, stamp, value.clone(), bytes.len());
+        Ok(())
     }
 
     /// Deletes `key`, as [`Container::remove`].
@@ -179,6 +187,7 @@ impl<V: Value> AsyncContainer<V> {
             true => self.typed.slot.sync.invalidate(key),
             false => self.typed.slot.nonblocking.invalidate(key).await,
         };
+        self.typed.near_remove(key);
         self.typed.backend_call(removed)
     }
 
@@ -192,6 +201,7 @@ impl<V: Value> AsyncContainer<V> {
             true => self.typed.slot.sync.clear(),
             false => self.typed.slot.nonblocking.clear().await,
         };
+        self.typed.near_clear();
         self.typed.backend_call(cleared)
     }
 

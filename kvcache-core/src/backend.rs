@@ -45,7 +45,40 @@ pub trait Backend: Send + Sync + Debug {
     fn inspect(&self) -> Option<&dyn Inspect> {
         None
     }
+
+    /// Subscribes `watcher` to the changes every instance sharing the store makes to container
+    /// `container`'s entries, through the store's channel (Redis pub/sub, PostgreSQL
+    /// `LISTEN/NOTIFY`), and from then on publishes this process's own changes to it (stores,
+    /// removals, clears) on that channel. Returns `false`, the default, for a store with no
+    /// channel: a near tier in front of it relies on its near expiry alone.
+    ///
+    /// The watcher is called from the backend's own thread or task and must not block. A
+    /// change this backend object made itself is not delivered to it. When the channel drops,
+    /// the watcher gets [`Change::Lost`] before the backend resubscribes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] when the store cannot subscribe.
+    fn watch(&self, container: &str, watcher: Watcher) -> Result<bool> {
+        let _ = (container, watcher);
+        Ok(false)
+    }
 }
+
+/// A change to a container's entries that another instance made, as a store's channel tells
+/// it ([`Backend::watch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// These keys were stored (a new value) or removed.
+    Keys(Vec<String>),
+    /// Every key of the container was cleared.
+    Cleared,
+    /// The channel dropped: changes may have been missed. Delivered before resubscribing.
+    Lost,
+}
+
+/// Where a store's channel delivers a container's [`Change`]s.
+pub type Watcher = Arc<dyn Fn(Change) + Send + Sync>;
 
 /// One container's entries in a backend, as the backend natively serves them.
 ///

@@ -17,6 +17,7 @@ use crate::container::Container;
 use crate::error::{BoxError, Error, Result};
 use crate::generator::Generator;
 use crate::interval::parse_interval;
+use crate::near::{NearBackend, NearSpec};
 use crate::options::ContainerOptions;
 use crate::registry::{self, BackendRegistration};
 use crate::slot::{Opened, Slot, Typed, Weigher};
@@ -25,17 +26,23 @@ use crate::slot::{Opened, Slot, Typed, Weigher};
 /// unreachable (`0`: never).
 const OUTAGE_BACKOFF: &str = "outage_backoff";
 
-/// What opening the declared backend `name` takes: its kind's registration, its configuration
-/// on `clock` (the core's own options taken out) and its outage backoff, when set.
+/// What opening a declared backend takes.
+pub(crate) struct Prepared {
+    pub(crate) registration: &'static BackendRegistration,
+    /// Its configuration, the core's own options taken out.
+    pub(crate) config: BackendConfig,
+    /// Its outage backoff, when set.
+    pub(crate) backoff: Option<Duration>,
+    /// Its near tier, when one is declared.
+    pub(crate) near: Option<NearSpec>,
+}
+
+/// What opening the declared backend `name` on `clock` takes.
 pub(crate) fn prepare_backend(
     name: &str,
     spec: &BackendSpec,
     clock: Arc<dyn Clock>,
-) -> Result<(
-    &'static BackendRegistration,
-    BackendConfig,
-    Option<Duration>,
-)> {
+) -> Result<Prepared> {
     let (kind, key) = spec
         .kind
         .as_ref()
@@ -43,7 +50,11 @@ pub(crate) fn prepare_backend(
     let registration = registry::backend_kind(kind, key)?;
     let mut config = BackendConfig::new(name, kind.clone()).clock(clock);
     let mut backoff = None;
+    let mut near = None;
     for (option, value) in &spec.options {
+        if NearSpec::take(&mut near, name, option, value)? {
+            continue;
+        }
         // The core's own option: every kind has it, no factory sees it.
         if option == OUTAGE_BACKOFF {
             let parsed = parse_interval(value).map_err(|message| {
@@ -54,8 +65,16 @@ pub(crate) fn prepare_backend(
         }
         config = config.option(option.clone(), value.clone());
     }
-    Ok((registration, config, backoff))
+    Ok(Prepared {
+        registration,
+        config,
+        backoff,
+        near,
+    })
 }
+
+/// The container name a backend is opened for to learn whether it is in memory.
+const NEAR_PROBE: &str = "kvcache near probe";
 
 /// The backend kind that containers declared only by a generator are given.
 const IMPLICIT_KIND: &str = "variable";
@@ -82,6 +101,8 @@ where
 /// type with [`container`](KvCache::container).
 pub struct KvCache {
     backends: BTreeMap<String, Arc<dyn Backend>>,
+    /// Each backend's near tier, for those that declare one.
+    nears: BTreeMap<String, NearBackend>,
     /// Each backend's circuit breaker, shared by its containers.
     breakers: BTreeMap<String, Arc<Breaker>>,
     containers: RwLock<BTreeMap<String, Arc<Slot>>>,
@@ -141,6 +162,7 @@ impl Builder {
             .iter()
             .map(|(name, &backoff)| (name.clone(), Arc::new(Breaker::new(name, backoff))))
             .collect();
+        let mut nears = BTreeMap::new();
         for (name, spec) in &config.backends {
             if backends.contains_key(name) {
                 return Err(Error::config(
@@ -148,12 +170,24 @@ impl Builder {
                     "is declared twice: in the configuration and with Builder::backend",
                 ));
             }
-            let (registration, backend_config, backoff) =
-                prepare_backend(name, spec, Arc::clone(&clock))?;
-            if let Some(backoff) = backoff {
+            let prepared = prepare_backend(name, spec, Arc::clone(&clock))?;
+            if let Some(backoff) = prepared.backoff {
                 breakers.insert(name.clone(), Arc::new(Breaker::new(name, backoff)));
             }
-            backends.insert(name.clone(), registration.open(&backend_config)?);
+            let backend = prepared.registration.open(&prepared.config)?;
+            if let Some(near) = prepared.near {
+                if backend
+                    .open(NEAR_PROBE)
+                    .is_ok_and(|space| space.is_memory())
+                {
+                    return Err(Error::config(
+                        format!("backend.{name}.near_max_entries"),
+                        "a near tier is for a shared backend; this one is in memory already",
+                    ));
+                }
+                nears.insert(name.clone(), near.open(name, Arc::clone(&clock))?);
+            }
+            backends.insert(name.clone(), backend);
         }
         for name in backends.keys() {
             breakers
@@ -162,6 +196,7 @@ impl Builder {
         }
         let cache = KvCache {
             backends,
+            nears,
             breakers,
             containers: RwLock::default(),
             clock,
@@ -518,6 +553,7 @@ impl KvCache {
                 space: backend.open(name)?,
                 breaker: None,
                 clock: Arc::clone(&self.clock),
+                near: None,
             },
             ContainerOptions::default(),
             Some(generator),
@@ -532,6 +568,11 @@ impl KvCache {
             space: backend.open(container)?,
             breaker: self.breakers.get(name),
             clock: Arc::clone(&self.clock),
+            near: self
+                .nears
+                .get(name)
+                .map(|near| near.near(backend, container))
+                .transpose()?,
         })
     }
 

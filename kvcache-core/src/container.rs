@@ -131,11 +131,13 @@ impl<V: Value> Container<V> {
     pub fn get_many(&self, keys: &[&str]) -> Result<Vec<V>> {
         let _span = tracing::trace_span!("kvcache.get_many", container = %self.typed.slot.name, keys = keys.len()).entered();
         let landed_before = self.typed.slot.flights.landed();
+        let (near, rest) = self.typed.near_pass(keys);
         let found = match self.typed.slot.memory {
             Some(_) => Ok(Vec::new()),
-            None => self.typed.slot.sync.retrieve_many(keys),
+            None => self.typed.slot.sync.retrieve_many(&rest),
         };
-        let (judged, keep) = self.typed.judged_batch(keys, found, landed_before)?;
+        let (judged, keep) = self.typed.judged_batch(&rest, found, landed_before)?;
+        let judged = Typed::merge_near(near, judged);
         let triage = self.typed.triage(keys, judged)?;
         let mut values = triage.values;
         if !triage.missed.is_empty() {
@@ -172,7 +174,10 @@ impl<V: Value> Container<V> {
                 .hold(memory, key, value.clone(), Some(bytes.len()), stamp, ttl);
         }
         self.typed
-            .backend_call(self.typed.slot.sync.store(key, &bytes, ttl))
+            .backend_call(self.typed.slot.sync.store(key, &bytes, ttl))?;
+        self.typed
+            .near_insert(key, stamp, value.clone(), bytes.len());
+        Ok(())
     }
 
     /// Deletes `key`; the next [`get`](Container::get) generates it again. A missing key is not
@@ -182,8 +187,9 @@ impl<V: Value> Container<V> {
     ///
     /// [`Error::Backend`](crate::Error::Backend) when the backend fails.
     pub fn remove(&self, key: &str) -> Result<()> {
-        self.typed
-            .backend_call(self.typed.slot.sync.invalidate(key))
+        let removed = self.typed.slot.sync.invalidate(key);
+        self.typed.near_remove(key);
+        self.typed.backend_call(removed)
     }
 
     /// Deletes every key of this container, and no other container's.
@@ -192,7 +198,9 @@ impl<V: Value> Container<V> {
     ///
     /// [`Error::Backend`](crate::Error::Backend) when the backend fails.
     pub fn clear(&self) -> Result<()> {
-        self.typed.backend_call(self.typed.slot.sync.clear())
+        let cleared = self.typed.slot.sync.clear();
+        self.typed.near_clear();
+        self.typed.backend_call(cleared)
     }
 
     /// The miss path: joins the flights of `keys[missed]`, generates those this caller leads,

@@ -216,7 +216,7 @@ impl<V: Value> Typed<V> {
         took: Duration,
     ) -> (Option<Stamp>, Option<Duration>) {
         let options = &self.slot.options;
-        if !options.stamps() {
+        if !self.slot.stamps() {
             return (None, expire);
         }
         let now = self.now();
@@ -323,5 +323,87 @@ impl<V: Value> Typed<V> {
         };
         self.slot.counters.count(Event::ErrorCached);
         Some((Arc::from(bytes.as_slice()), Some(Entry { bytes, ttl })))
+    }
+}
+
+/// The near tier's side of a container: looking a copy up, and keeping copies of what the
+/// shared store serves.
+impl<V: Value> Typed<V> {
+    /// A near copy of `key` that serves now (fresh, or due for a refresh), counted as a hit;
+    /// `None` sends the caller to the shared store, which judges and counts.
+    pub(crate) fn near_look(&self, key: &str) -> Option<Judged<V>> {
+        let near = self.slot.near.as_ref()?;
+        let mut served = None;
+        near.memory.get_with(key, &mut |held: &Held| {
+            served = if let Some(value) = held.get::<V>() {
+                Some(Judged::Serve {
+                    value: value.clone(),
+                    refresh: None,
+                })
+            } else if let Some(stamped) = held.get_stamped::<V>() {
+                match self.age(&stamped.stamp, self.now()) {
+                    Age::Fresh => Some(Judged::Serve {
+                        value: stamped.value.clone(),
+                        refresh: None,
+                    }),
+                    Age::Due => Some(Judged::Serve {
+                        value: stamped.value.clone(),
+                        refresh: (!self.slot.flights.under_way(key))
+                            .then(|| held.encoded().ok().map(Arc::from))
+                            .flatten(),
+                    }),
+                    _ => None,
+                }
+            } else {
+                None
+            };
+        });
+        if served.is_some() {
+            self.count_hit();
+            near.hit();
+        }
+        served
+    }
+
+    /// Keeps a near copy of `value`, which the shared store served as `bytes`.
+    pub(crate) fn fill_near(&self, key: &str, bytes: &[u8], value: &V) {
+        let stamp = Stamp::split(bytes).map(|(stamp, _)| stamp);
+        self.near_insert(key, stamp, value.clone(), bytes.len());
+    }
+
+    /// Keeps a near copy of `value`, stamped as stored (or not), `len` bytes encoded; a value
+    /// past its expiry, or a failure, is not kept.
+    pub(crate) fn near_insert(&self, key: &str, stamp: Option<Stamp>, value: V, len: usize) {
+        let Some(near) = &self.slot.near else {
+            return;
+        };
+        let remaining = match stamp {
+            Some(stamp) if stamp.failure => return,
+            Some(Stamp { expires_at: 0, .. }) | None => None,
+            Some(stamp) => match stamp.expires_at.checked_sub(self.now()) {
+                Some(left) if left > 0 => Some(Duration::from_millis(left)),
+                _ => return,
+            },
+        };
+        let weight = u64::try_from(key.len() + len).unwrap_or(u64::MAX);
+        let held = match stamp {
+            Some(stamp) => Held::stamped(stamp, value),
+            None => Held::value(value),
+        };
+        near.memory.insert(key, held, weight, near.ttl(remaining));
+    }
+
+    /// Drops every near copy of the container.
+    pub(crate) fn near_clear(&self) {
+        if let Some(near) = &self.slot.near {
+            near.memory.clear();
+        }
+    }
+
+    /// Drops the near copy of `key`, if there is one.
+    pub(crate) fn near_remove(&self, key: &str) {
+        if let Some(near) = &self.slot.near {
+            near.memory.remove(key);
+        }
     }
 }

@@ -403,9 +403,9 @@ impl Config {
                 ),
             )
         })?;
-        let (registration, config, _backoff) =
+        let prepared =
             crate::cache::prepare_backend(name, spec, Arc::new(crate::clock::SystemClock))?;
-        registration.open(&config)
+        prepared.registration.open(&prepared.config)
     }
 }
 

@@ -379,7 +379,7 @@ impl<V: Value> Batch<V> {
     /// encoded to be stored; a failure falls back to a stale value, or is remembered, or
     /// reaches the callers.
     pub(crate) fn generated(&mut self, results: Vec<Made<V>>) {
-        let holds = self.typed.slot.memory.is_some();
+        let holds = self.typed.slot.memory.is_some() || self.typed.slot.near.is_some();
         let mut results = results.into_iter();
         for i in self.pending_indices() {
             let Some((result, took)) = results.next() else {
@@ -511,7 +511,24 @@ impl<V: Value> Batch<V> {
     /// Ends a round: what was stored (or held) is settled, and not stored again in a later
     /// round.
     pub(crate) fn settle(&mut self) {
-        for got in &mut self.got {
+        for (leader, got) in self.leaders.iter().zip(&mut self.got) {
+            if let Some(Got::Store {
+                entry,
+                value,
+                failed,
+            }) = got
+                && self.typed.slot.near.is_some()
+            {
+                // The near tier keeps what was stored, and forgets what a failure replaced.
+                match value.take() {
+                    Some((stamp, value)) => {
+                        self.typed
+                            .near_insert(leader.key(), stamp, value, entry.bytes.len());
+                    }
+                    None if failed.is_none() => self.typed.near_remove(leader.key()),
+                    None => {}
+                }
+            }
             if let Some(Got::Store { entry, failed, .. }) = got {
                 let outcome = match failed.take() {
                     Some(error) => Err(error),

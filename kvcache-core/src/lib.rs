@@ -59,6 +59,7 @@ pub mod inspect;
 mod interval;
 mod lead;
 mod memory;
+mod near;
 mod options;
 mod registry;
 mod runtime;
@@ -74,7 +75,9 @@ mod token;
 pub mod __private;
 
 pub use async_container::AsyncContainer;
-pub use backend::{AsyncStore, Backend, BackendConfig, BoxFuture, Lease, Space, Store};
+pub use backend::{
+    AsyncStore, Backend, BackendConfig, BoxFuture, Change, Lease, Space, Store, Watcher,
+};
 pub use cache::{Builder, KvCache, init};
 pub use clock::{Clock, ManualClock, SystemClock, expires_at};
 pub use codec::Value;
@@ -84,6 +87,7 @@ pub use error::{BoxError, Error, Result, Source};
 pub use generator::{Expiring, Generator};
 pub use interval::parse_interval;
 pub use memory::{Evictions, Held, MemoryStore};
+pub use near::{NEAR_EXPIRE, NEAR_EXPIRE_WATCHED};
 pub use options::{COMPRESS_ABOVE, Compression, ContainerOptions, LOCK_TIMEOUT, OnBackendError};
 pub use registry::{
     BackendFactory, BackendRegistration, GeneratorRegistration, backend_kind, backend_kinds,

@@ -15,6 +15,7 @@ use crate::flight::{Flights, Leader, Outcome, Role};
 use crate::fresh::Judged;
 use crate::generator::{Call, Generator};
 use crate::memory::{Held, MemoryStore};
+use crate::near::Near;
 use crate::options::{ContainerOptions, OnBackendError};
 use crate::stamp::Stamp;
 use crate::stats::{Counters, Event, Stats};
@@ -26,6 +27,8 @@ pub(crate) struct Opened<'a> {
     pub(crate) space: Space,
     pub(crate) breaker: Option<&'a Arc<Breaker>>,
     pub(crate) clock: Arc<dyn Clock>,
+    /// The near tier in front of the space, if the backend declares one.
+    pub(crate) near: Option<Near>,
 }
 
 /// The state of one container, shared by the cache and every handle to it.
@@ -50,6 +53,8 @@ pub(crate) struct Slot {
     unshared: AtomicBool,
     /// What stamps and their ages are read against.
     pub(crate) clock: Arc<dyn Clock>,
+    /// The in-memory copies of this container's values, in front of a shared store.
+    pub(crate) near: Option<Near>,
 }
 
 impl Slot {
@@ -62,6 +67,7 @@ impl Slot {
             space,
             breaker,
             clock,
+            near,
         }: Opened<'_>,
         options: ContainerOptions,
         generator: Option<Generator>,
@@ -87,7 +93,14 @@ impl Slot {
             unshared: AtomicBool::new(memory.is_some()),
             memory,
             clock,
+            near,
         }
+    }
+
+    /// Whether stored values carry their times: the container serves stale values, or has a
+    /// near tier, whose copies live as long as their stored originals.
+    pub(crate) fn stamps(&self) -> bool {
+        self.options.stamps() || self.near.is_some()
     }
 
     /// Whether a miss asks the store for a lease: the container leases (a non-zero lock
@@ -204,6 +217,14 @@ impl<V: Value> Typed<V> {
             self.slot.counters.evictions(evictions);
             stats.evicted_size = evictions.size;
             stats.evicted_expired = evictions.expired;
+        }
+        if let Some(near) = &self.slot.near {
+            let counts = &near.counts;
+            stats.near_hits = counts.hits.load(std::sync::atomic::Ordering::Relaxed);
+            stats.near_invalidations = counts
+                .invalidations
+                .load(std::sync::atomic::Ordering::Relaxed);
+            stats.near_flushes = counts.flushes.load(std::sync::atomic::Ordering::Relaxed);
         }
         stats
     }
@@ -420,11 +441,23 @@ impl<V: Value> Typed<V> {
         if let Some(memory) = &self.slot.memory {
             return Ok(self.judge_held(memory, key));
         }
+        if let Some(served) = self.near_look(key) {
+            return Ok(served);
+        }
         let mut judged = None;
         self.backend_call(self.slot.sync.retrieve_with(key, &mut |bytes| {
-            judged = Some(self.judge(key, Some(bytes)))
+            judged = Some(self.judged_store(key, Some(bytes)));
         }))?;
         Ok(judged.unwrap_or_else(|| self.judge(key, None)))
+    }
+
+    /// Judges what the shared store holds under `key`, keeping a near copy of what it serves.
+    pub(crate) fn judged_store(&self, key: &str, bytes: Option<&[u8]>) -> Judged<V> {
+        let judged = self.judge(key, bytes);
+        if let (Some(bytes), Judged::Serve { value, .. }) = (bytes, &judged) {
+            self.fill_near(key, bytes, value);
+        }
+        judged
     }
 
     /// The stored value of `key` that a `get` would serve now, never calling the generator.
@@ -458,7 +491,7 @@ impl<V: Value> Typed<V> {
             Ok(found) => Ok((
                 keys.iter()
                     .zip(&found)
-                    .map(|(key, bytes)| self.judge(key, bytes.as_deref()))
+                    .map(|(key, bytes)| self.judged_store(key, bytes.as_deref()))
                     .collect(),
                 Keep::Yes { landed_before },
             )),
@@ -472,6 +505,37 @@ impl<V: Value> Typed<V> {
                 ))
             }
         }
+    }
+
+    /// Looks each of `keys` up in the near tier: what it serves, by key, and the keys left for
+    /// the shared store.
+    pub(crate) fn near_pass<'k>(&self, keys: &[&'k str]) -> (Vec<Option<Judged<V>>>, Vec<&'k str>) {
+        if self.slot.near.is_none() {
+            return (Vec::new(), keys.to_vec());
+        }
+        let near: Vec<Option<Judged<V>>> = keys.iter().map(|key| self.near_look(key)).collect();
+        let rest = keys
+            .iter()
+            .zip(&near)
+            .filter(|(_, near)| near.is_none())
+            .map(|(key, _)| *key)
+            .collect();
+        (near, rest)
+    }
+
+    /// The near tier's answers (none without one) with the shared store's for the rest, in the
+    /// keys' order.
+    pub(crate) fn merge_near(near: Vec<Option<Judged<V>>>, rest: Vec<Judged<V>>) -> Vec<Judged<V>> {
+        if near.is_empty() {
+            return rest;
+        }
+        let mut rest = rest.into_iter();
+        near.into_iter()
+            .map(|near| {
+                near.or_else(|| rest.next())
+                    .unwrap_or(Judged::Miss { fallback: None })
+            })
+            .collect()
     }
 
     /// The entry `set` stores for `value`: stamped as a generated one, if the container stamps.

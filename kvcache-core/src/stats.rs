@@ -47,6 +47,13 @@ pub struct Stats {
     /// Generator failures remembered in the store (`cache_errors`), and remembered failures
     /// returned to callers instead of calling the generator.
     pub errors_cached: u64,
+    /// Hits answered by the near tier, without a call to the shared store; each is also a hit.
+    pub near_hits: u64,
+    /// Near copies dropped because another instance changed them (keys, or a whole clear),
+    /// as the store's channel told.
+    pub near_invalidations: u64,
+    /// Times the near tier was emptied because the store's channel dropped.
+    pub near_flushes: u64,
     /// Entries the in-memory backend dropped to stay within its bound (entries or bytes).
     pub evicted_size: u64,
     /// Entries the in-memory backend dropped because they had expired, without a read or a
@@ -128,6 +135,9 @@ impl Counters {
             stale_served: count(Event::StaleServed),
             refreshes: count(Event::Refresh),
             errors_cached: count(Event::ErrorCached),
+            near_hits: 0,
+            near_invalidations: 0,
+            near_flushes: 0,
             evicted_size: 0,
             evicted_expired: 0,
         }
