@@ -275,3 +275,21 @@ fn soak_redis() {
         ],
     );
 }
+
+#[cfg(feature = "redis")]
+#[test]
+#[ignore = "a soak of about 20 s; run by .ci/run"]
+fn soak_redis_cluster() {
+    let url = env_url(
+        "KVCACHE_TEST_REDIS_CLUSTER_URL",
+        "redis+cluster://127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002",
+    );
+    soak(
+        "redis-cluster",
+        vec![
+            ("", "redis".to_owned()),
+            (".url", url),
+            (".prefix", unique("redis-cluster")),
+        ],
+    );
+}

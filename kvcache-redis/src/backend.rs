@@ -8,19 +8,24 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use kvcache_core::{AsyncStore, Backend, BoxFuture, Error, Lease, Result, Space};
-use redis::aio::MultiplexedConnection;
+use redis::cluster::ClusterClient;
+use redis::cluster_routing::{Route, SlotAddr};
 use redis::{
-    AsyncConnectionConfig, Cmd, FromRedisValue, Pipeline, RedisError, RedisResult, Script,
-    ScriptInvocation,
+    AsyncConnectionConfig, Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError, RedisResult,
+    Script, ScriptInvocation, ServerErrorKind,
 };
 
 use crate::config::RedisConfig;
 use crate::key::{ContainerKeys, Keys};
-use crate::link::{Link, NoLink};
+use crate::link::{Connection, Link, NoLink, Target};
 
 // A child of this module, to use the backend's connection: what an operator can ask of it.
 #[path = "inspect.rs"]
 mod inspect;
+// A child too, to wrap the writes: the invalidation channel (`Backend::watch`).
+#[path = "watch.rs"]
+mod watch;
+use watch::{Publisher, Watch};
 
 /// How many keys one `SCAN` step of `clear` asks for.
 const SCAN_COUNT: u32 = 1000;
@@ -28,13 +33,16 @@ const SCAN_COUNT: u32 = 1000;
 /// `i64::MAX` that Redis's `now + PX` cannot overflow.
 const MAX_PX: u64 = i64::MAX as u64 / 2;
 
-/// A Redis server as a kvcache backend, shared by every container that names it.
+/// A Redis server, or a Redis Cluster, as a kvcache backend, shared by every container that
+/// names it.
 ///
 /// Built from a [`RedisConfig`] ([`RedisConfig::open`]), or by `kvcache::init` for
 /// `backend.NAME = redis`. It holds one multiplexed connection (redis-rs's
-/// [`MultiplexedConnection`]), which every container and every caller share: concurrent
-/// commands are pipelined on it. A connection the server dropped (it restarted) is replaced on
-/// the next call, without rebuilding anything.
+/// [`MultiplexedConnection`](redis::aio::MultiplexedConnection)), which every container and
+/// every caller share: concurrent commands are pipelined on it. A connection the server dropped
+/// (it restarted) is replaced on the next call, without rebuilding anything. On a cluster it
+/// holds redis-rs's cluster connection instead, one multiplexed connection per node, which
+/// follows the cluster's redirections and failovers by itself.
 ///
 /// Calls use the connection from the caller's own task. Connecting always runs on kvcache's
 /// own runtime ([`kvcache_core::runtime`]), so that the task driving the connection outlives
@@ -56,6 +64,8 @@ struct Shared {
     link: Arc<Link>,
     command_timeout: Duration,
     connect_timeout: Duration,
+    /// The invalidation channel: this object's instance id, its subscriber, who publishes.
+    watch: Watch,
 }
 
 /// One container's entries: the backend's connection and the container's keys, computed once.
@@ -63,6 +73,7 @@ struct ContainerStore {
     shared: Arc<Shared>,
     container: String,
     keys: ContainerKeys,
+    publish: Publisher,
 }
 
 /// What a store does about expiry.
@@ -134,19 +145,26 @@ enum Request {
     /// A script by its SHA-1, loaded first when the server answers `NOSCRIPT` (it restarted,
     /// or its script cache was flushed).
     Script(ScriptInvocation<'static>),
+    /// A command that names no key (`SCAN`), sent on a cluster to the node the route names (the
+    /// master of a container's slot); to the server otherwise.
+    At(Cmd, Route),
 }
 
 impl Request {
-    async fn query<T: FromRedisValue>(
-        &self,
-        connection: &mut MultiplexedConnection,
-    ) -> RedisResult<T> {
+    async fn query<T: FromRedisValue>(&self, connection: &mut Connection) -> RedisResult<T> {
         match self {
             Request::Command(command) => command.query_async(connection).await,
             Request::Pipeline(pipeline) => pipeline.query_async(connection).await,
             Request::Script(invocation) => invocation.invoke_async(connection).await,
+            Request::At(command, route) => connection.query_at(command, route).await,
         }
     }
+}
+
+/// The route to the master of the slot of `key`: on a cluster, the node that holds every key of
+/// the key's container (see the `key` module).
+fn master_of(key: &str) -> Route {
+    Route::with_key(key, SlotAddr::Master)
 }
 
 /// Which sending of a call an attempt is.
@@ -173,29 +191,43 @@ impl RedisBackend {
     /// Connects as `config` says; `config` has been checked.
     pub(crate) fn open(config: &RedisConfig) -> Result<Self> {
         let unix = config.is_unix()?;
-        let client = redis::Client::open(config.url.as_str()).map_err(|error| {
+        let (connect_timeout, command_timeout) = (config.connect_timeout, config.command_timeout);
+        let unusable = |error: RedisError| {
             Error::config(
                 config.key("url"),
                 format!("not a usable Redis URL: {error}"),
             )
-        })?;
-        let address = client.get_connection_info().addr().to_string();
-        let endpoint = if unix {
-            format!("redis at unix socket {address}")
+        };
+        let (target, endpoint) = if let Some(nodes) = config.cluster_nodes()? {
+            let client = ClusterClient::builder(nodes)
+                .connection_timeout(connect_timeout)
+                .response_timeout(command_timeout)
+                .build()
+                .map_err(unusable)?;
+            let seeds = config
+                .url
+                .split_once("://")
+                .map(|(_, rest)| rest.rsplit_once('@').map_or(rest, |(_, hosts)| hosts))
+                .unwrap_or_default()
+                .trim_end_matches('/');
+            (Target::Cluster(client), format!("redis cluster at {seeds}"))
         } else {
-            format!("redis at {address}")
+            let client = redis::Client::open(config.url.as_str()).map_err(unusable)?;
+            let address = client.get_connection_info().addr().to_string();
+            let endpoint = if unix {
+                format!("redis at unix socket {address}")
+            } else {
+                format!("redis at {address}")
+            };
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(connect_timeout))
+                .set_response_timeout(Some(command_timeout));
+            (Target::Server { client, config }, endpoint)
         };
         let fail = |doing: &str, bound: Duration, failure: Failure| {
             failure.into_error(&config.name, &endpoint, bound, doing)
         };
-        let (connect_timeout, command_timeout) = (config.connect_timeout, config.command_timeout);
-        let link = Arc::new(Link::new(
-            client,
-            connect_timeout,
-            AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(connect_timeout))
-                .set_response_timeout(Some(command_timeout)),
-        ));
+        let link = Arc::new(Link::new(target, connect_timeout));
         // Connect and PING once now, so that a wrong address or a wrong or missing password
         // fails here, not at first use.
         let first = Arc::clone(&link);
@@ -228,6 +260,7 @@ impl RedisBackend {
                 )
             })?
             .map_err(|(doing, bound, failure)| fail(doing, bound, failure))?;
+        let watch = Watch::new(config, &endpoint);
         Ok(RedisBackend {
             shared: Arc::new(Shared {
                 name: config.name.clone(),
@@ -236,6 +269,7 @@ impl RedisBackend {
                 link,
                 command_timeout,
                 connect_timeout,
+                watch,
             }),
         })
     }
@@ -281,7 +315,7 @@ impl Shared {
     /// does with a request, for a call that must know which sending answered.
     async fn attempt<T, F>(
         &self,
-        mut query: impl FnMut(MultiplexedConnection, Attempt) -> F,
+        mut query: impl FnMut(Connection, Attempt) -> F,
     ) -> std::result::Result<T, Failure>
     where
         F: Future<Output = RedisResult<T>>,
@@ -356,6 +390,9 @@ impl Failure {
                     } else {
                         "connection refused"
                     }
+                } else if endpoint.starts_with("redis cluster") && doing == "connecting" {
+                    // redis-rs's own error, its cause in its text: no seed gave the slot map.
+                    "no seed node could be reached"
                 } else if error.is_connection_dropped() {
                     "connection lost"
                 } else {
@@ -367,6 +404,13 @@ impl Failure {
                     error,
                 )
             }
+            // A cluster that has no node for the slot now (its master failed, and no replica has
+            // taken over yet, or the cluster is down): an outage, as a refused connection is.
+            Failure::Redis(error) if is_cluster_outage(&error) => Error::unavailable(
+                name,
+                format!("{endpoint} cannot serve the call now while {doing}"),
+                error,
+            ),
             Failure::Redis(error) => Error::backend(
                 name,
                 format!("{endpoint} answered an error while {doing}"),
@@ -374,6 +418,20 @@ impl Failure {
             ),
         }
     }
+}
+
+/// Whether `error` says that a Redis Cluster cannot serve a slot for now: `CLUSTERDOWN`,
+/// `TRYAGAIN`, `MASTERDOWN`, or no connection to any node that could serve it.
+fn is_cluster_outage(error: &RedisError) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::ClusterConnectionNotFound
+            | ErrorKind::Server(
+                ServerErrorKind::ClusterDown
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::MasterDown
+            )
+    )
 }
 
 /// `bound` for a message: `500 ms`, `5000 ms`, or `Debug`'s form below a millisecond's grain.
@@ -391,6 +449,7 @@ impl Backend for RedisBackend {
             shared: Arc::clone(&self.shared),
             container: container.to_owned(),
             keys: self.shared.keys.container(container),
+            publish: self.shared.watch.publisher(container),
         })))
     }
 
@@ -402,6 +461,11 @@ impl Backend for RedisBackend {
     fn inspect(&self) -> Option<&dyn kvcache_core::inspect::Inspect> {
         Some(self)
     }
+
+    /// Pub/sub on `PREFIX!changes`: see the `watch` module.
+    fn watch(&self, container: &str, watcher: kvcache_core::Watcher) -> Result<bool> {
+        self.shared.watch.watch(container, watcher)
+    }
 }
 
 impl AsyncStore for ContainerStore {
@@ -412,7 +476,8 @@ impl AsyncStore for ContainerStore {
         ttl: Option<Duration>,
     ) -> BoxFuture<'a, Result<()>> {
         let command = Expiry::of(ttl).command(&self.keys.entry(key), value);
-        Box::pin(self.shared.call(Request::Command(command), move || {
+        let publish = self.publish.keys([key]);
+        Box::pin(self.write(Request::Command(command), publish, move || {
             format!(
                 "storing key {} in container {:?}",
                 short(key),
@@ -444,7 +509,8 @@ impl AsyncStore for ContainerStore {
     fn invalidate<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<()>> {
         let mut unlink = redis::cmd("UNLINK");
         unlink.arg(self.keys.entry(key));
-        Box::pin(self.shared.call(Request::Command(unlink), move || {
+        let publish = self.publish.keys([key]);
+        Box::pin(self.write(Request::Command(unlink), publish, move || {
             format!(
                 "deleting key {} of container {:?}",
                 short(key),
@@ -456,6 +522,8 @@ impl AsyncStore for ContainerStore {
     fn clear(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
             let doing = || format!("clearing container {:?}", self.container);
+            // On a cluster, every key of the container is in one slot: its master has them all.
+            let master = master_of(&self.keys.entry(""));
             let mut cursor: u64 = 0;
             loop {
                 let mut scan = redis::cmd("SCAN");
@@ -464,8 +532,8 @@ impl AsyncStore for ContainerStore {
                     .arg(self.keys.pattern())
                     .arg("COUNT")
                     .arg(SCAN_COUNT);
-                let (next, found): (u64, Vec<Vec<u8>>) =
-                    self.shared.call(Request::Command(scan), doing).await?;
+                let request = Request::At(scan, master);
+                let (next, found): (u64, Vec<Vec<u8>>) = self.shared.call(request, doing).await?;
                 if !found.is_empty() {
                     let mut unlink = redis::cmd("UNLINK");
                     unlink.arg(found);
@@ -474,6 +542,11 @@ impl AsyncStore for ContainerStore {
                         .await?;
                 }
                 if next == 0 {
+                    if let Some(publish) = self.publish.cleared() {
+                        self.shared
+                            .call::<()>(Request::Command(publish), doing)
+                            .await?;
+                    }
                     return Ok(());
                 }
                 cursor = next;
@@ -517,7 +590,8 @@ impl AsyncStore for ContainerStore {
                 .add_command(expiry.command(&self.keys.entry(key), value))
                 .ignore();
         }
-        Box::pin(self.shared.call(Request::Pipeline(pipeline), move || {
+        let publish = self.publish.keys(entries.iter().map(|(key, _)| *key));
+        Box::pin(self.write(Request::Pipeline(pipeline), publish, move || {
             format!(
                 "storing {} in container {:?}",
                 count(entries.len()),

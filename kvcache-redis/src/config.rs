@@ -49,7 +49,9 @@ impl Default for RedisConfig {
 }
 
 impl RedisConfig {
-    /// The defaults, on the server at `url` (`redis://`, or `redis+unix://` for a socket).
+    /// The defaults, on the server at `url` (`redis://`, or `redis+unix://` for a socket), or on
+    /// the Redis Cluster whose seed nodes `url` lists
+    /// (`redis+cluster://127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002`).
     pub fn new(url: impl Into<String>) -> Self {
         RedisConfig {
             name: KIND.to_owned(),
@@ -145,11 +147,12 @@ impl RedisConfig {
             .ok_or_else(|| {
                 Error::config(
                     self.key("url"),
-                    "expected a URL such as redis://127.0.0.1:6379 or redis+unix:///run/redis.sock",
+                    "expected a URL such as redis://127.0.0.1:6379, redis+unix:///run/redis.sock \
+                     or redis+cluster://127.0.0.1:7000,127.0.0.1:7001",
                 )
             })?;
         match scheme.as_str() {
-            "redis" => Ok(false),
+            "redis" | "redis+cluster" => Ok(false),
             "redis+unix" => Ok(true),
             "rediss" => Err(Error::config(
                 self.key("url"),
@@ -159,9 +162,70 @@ impl RedisConfig {
             )),
             _ => Err(Error::config(
                 self.key("url"),
-                format!("unknown scheme {scheme:?}: expected redis:// or redis+unix://"),
+                format!(
+                    "unknown scheme {scheme:?}: expected redis://, redis+unix:// or \
+                     redis+cluster://"
+                ),
             )),
         }
+    }
+
+    /// For a `redis+cluster://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]` URL, the
+    /// `redis://` URL of each seed node, the credentials on each; `None` for another scheme.
+    /// An error names the option and the part that is wrong, never the password.
+    pub(crate) fn cluster_nodes(&self) -> Result<Option<Vec<String>>> {
+        let Some((scheme, rest)) = self.url.split_once("://") else {
+            return Ok(None);
+        };
+        if !scheme.eq_ignore_ascii_case("redis+cluster") {
+            return Ok(None);
+        }
+        let wrong = |message: String| {
+            Error::config(
+                self.key("url"),
+                format!(
+                    "{message}: expected redis+cluster://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...], \
+                     such as redis+cluster://127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002"
+                ),
+            )
+        };
+        let (credentials, hosts) = match rest.rsplit_once('@') {
+            Some((credentials, hosts)) => (Some(credentials), hosts),
+            None => (None, rest),
+        };
+        let hosts = hosts.strip_suffix('/').unwrap_or(hosts);
+        if hosts.contains(['/', '?', '#']) {
+            return Err(wrong(
+                "a cluster URL has no database or query: a Redis Cluster has database 0 only"
+                    .to_owned(),
+            ));
+        }
+        let mut nodes = Vec::new();
+        for host in hosts.split(',') {
+            let host = host.trim();
+            if host.is_empty() {
+                return Err(wrong("a seed node is empty".to_owned()));
+            }
+            // `HOST`, `HOST:PORT`, `[V6]` or `[V6]:PORT`: the port, when there is one, is a number.
+            let port = match host.rsplit_once(':') {
+                Some((name, port))
+                    if !name.is_empty() && (!host.starts_with('[') || name.ends_with(']')) =>
+                {
+                    Some(port)
+                }
+                _ => None,
+            };
+            if let Some(port) = port
+                && !port.parse::<u16>().is_ok_and(|port| port > 0)
+            {
+                return Err(wrong(format!("seed node {host:?} has no valid port")));
+            }
+            nodes.push(match credentials {
+                Some(credentials) => format!("redis://{credentials}@{host}"),
+                None => format!("redis://{host}"),
+            });
+        }
+        Ok(Some(nodes))
     }
 
     fn check(&self) -> Result<()> {
@@ -186,7 +250,8 @@ impl RedisConfig {
                 ));
             }
         }
-        self.is_unix().map(drop)
+        self.is_unix()?;
+        self.cluster_nodes().map(drop)
     }
 }
 

@@ -8,6 +8,12 @@
 //! a step, and each step is bounded by `command_timeout`. A key that holds something kvcache did
 //! not write (a hash, a list) is left out.
 //!
+//! On a Redis Cluster a walk is per node: a container's walks `SCAN` the master of its slot (the
+//! slot of every key of the container), and the listing of containers `SCAN`s every master in
+//! turn, the masters read from `CLUSTER SLOTS` when the listing starts (a master that takes over
+//! during the walk is reached by one of the slots it now serves; a walk that spans a failover may
+//! miss or repeat keys, as one across a resharding would).
+//!
 //! Leases (`PREFIX:{LEN:CONTAINER}!lease:KEY`, see the `key` module) are no entries: a container's
 //! pattern never matches them, and the backend's does, but `container_of` reads no container
 //! from them, so a container that holds only leases is not listed either.
@@ -19,9 +25,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use kvcache_core::inspect::{Entry, Inspect, Summary};
 use kvcache_core::{Error, Result};
-use redis::RedisResult;
+use redis::cluster_routing::{Route, SlotAddr};
+use redis::{RedisResult, Value};
 
-use super::{RedisBackend, Request, SCAN_COUNT, Shared, short};
+use super::{RedisBackend, Request, SCAN_COUNT, Shared, master_of, short};
 
 /// `text` with Redis's glob characters escaped, to match as it is.
 fn escape(text: &str) -> String {
@@ -66,7 +73,57 @@ fn container_of(prefix: &str, key: &[u8]) -> Option<String> {
     String::from_utf8(name.to_vec()).ok()
 }
 
+/// One slot of each master in a `CLUSTER SLOTS` answer (`[[START, END, [HOST, PORT, ID, ...],
+/// REPLICA...], ...]`), in the order of the answer: a route to each master.
+fn one_slot_per_master(slots: &[Value]) -> Vec<u16> {
+    let mut masters: Vec<(String, u16)> = Vec::new();
+    for range in slots {
+        let Value::Array(range) = range else {
+            continue;
+        };
+        let (Some(Value::Int(start)), Some(Value::Array(master))) = (range.first(), range.get(2))
+        else {
+            continue;
+        };
+        let (Ok(start), Some(host), Some(Value::Int(port))) =
+            (u16::try_from(*start), master.first(), master.get(1))
+        else {
+            continue;
+        };
+        let node = match host {
+            Value::BulkString(host) => String::from_utf8_lossy(host).into_owned(),
+            Value::SimpleString(host) => host.clone(),
+            _ => continue,
+        };
+        let node = format!("{node}:{port}");
+        if !masters.iter().any(|(seen, _)| *seen == node) {
+            masters.push((node, start));
+        }
+    }
+    masters.into_iter().map(|(_, slot)| slot).collect()
+}
+
 impl RedisBackend {
+    /// A route to each master: on a cluster, one slot of each, read from `CLUSTER SLOTS`; on one
+    /// server, the server.
+    fn masters(&self) -> Result<Vec<Route>> {
+        if !self.shared.link.is_cluster() {
+            return Ok(vec![Route::new(0, SlotAddr::Master)]);
+        }
+        let slots: Vec<Value> = self.wait(move |shared| async move {
+            let slots = redis::cmd("CLUSTER").arg("SLOTS").to_owned();
+            shared
+                .call(Request::Command(slots), || {
+                    "reading the cluster's masters (CLUSTER SLOTS)".to_owned()
+                })
+                .await
+        })?;
+        Ok(one_slot_per_master(&slots)
+            .into_iter()
+            .map(|slot| Route::new(slot, SlotAddr::Master))
+            .collect())
+    }
+
     /// Runs `call` on kvcache's runtime with the backend's shared state, and waits for it.
     fn wait<T, F>(&self, call: impl FnOnce(Arc<Shared>) -> F) -> Result<T>
     where
@@ -83,10 +140,12 @@ impl RedisBackend {
         })
     }
 
-    /// Walks the keys matching `pattern` one `SCAN` step at a time, giving each step's keys to
-    /// `step` until it returns `false`; `doing` describes the walk for errors.
+    /// Walks the keys matching `pattern` on the node `master` routes to, one `SCAN` step at a
+    /// time, giving each step's keys to `step` until it returns `false`; `doing` describes the
+    /// walk for errors.
     fn scan(
         &self,
+        master: &Route,
         pattern: &str,
         doing: &str,
         mut step: impl FnMut(Vec<Vec<u8>>) -> Result<bool>,
@@ -99,9 +158,9 @@ impl RedisBackend {
                 .arg(pattern)
                 .arg("COUNT")
                 .arg(SCAN_COUNT);
-            let doing = doing.to_owned();
+            let (doing, master) = (doing.to_owned(), *master);
             let (next, found): (u64, Vec<Vec<u8>>) = self.wait(move |shared| async move {
-                shared.call(Request::Command(scan), || doing).await
+                shared.call(Request::At(scan, master), || doing).await
             })?;
             if !step(found)? || next == 0 {
                 return Ok(());
@@ -112,17 +171,20 @@ impl RedisBackend {
 }
 
 impl Inspect for RedisBackend {
-    /// Walks every key of the backend's prefix (`PREFIX:{*`) and reads the container of each.
+    /// Walks every key of the backend's prefix (`PREFIX:{*`), on every master of a cluster, and
+    /// reads the container of each.
     fn containers(&self, progress: &mut dyn FnMut(u64)) -> Result<Option<Vec<String>>> {
         let prefix = self.shared.keys.prefix().to_owned();
         let pattern = format!("{}:{{*", escape(&prefix));
         let (mut names, mut seen) = (BTreeSet::new(), 0_u64);
-        self.scan(&pattern, "listing the containers", |found| {
-            seen += found.len() as u64;
-            names.extend(found.iter().filter_map(|key| container_of(&prefix, key)));
-            progress(seen);
-            Ok(true)
-        })?;
+        for master in self.masters()? {
+            self.scan(&master, &pattern, "listing the containers", |found| {
+                seen += found.len() as u64;
+                names.extend(found.iter().filter_map(|key| container_of(&prefix, key)));
+                progress(seen);
+                Ok(true)
+            })?;
+        }
         Ok(Some(names.into_iter().collect()))
     }
 
@@ -135,7 +197,8 @@ impl Inspect for RedisBackend {
             ..Summary::default()
         };
         let mut seen = BTreeSet::new();
-        self.scan(keys.pattern(), &doing, |found| {
+        let master = master_of(&keys.entry(""));
+        self.scan(&master, keys.pattern(), &doing, |found| {
             // SCAN may return a key twice: count each once.
             let found: Vec<Vec<u8>> = found
                 .into_iter()
@@ -201,7 +264,7 @@ impl Inspect for RedisBackend {
         let mut found = BTreeSet::new();
         if limit > 0 {
             let doing = format!("listing the keys of container {container:?}");
-            self.scan(&pattern, &doing, |step| {
+            self.scan(&master_of(&start), &pattern, &doing, |step| {
                 for key in step {
                     let key = key
                         .strip_prefix(start.as_bytes())
@@ -244,7 +307,34 @@ impl Inspect for RedisBackend {
 
 #[cfg(test)]
 mod tests {
-    use super::{container_of, escape, expiry};
+    use redis::Value;
+
+    use super::{container_of, escape, expiry, one_slot_per_master};
+
+    #[test]
+    fn one_slot_of_each_master_is_read_from_cluster_slots() {
+        let node = |port: i64, id: &str| {
+            Value::Array(vec![
+                Value::BulkString(b"127.0.0.1".to_vec()),
+                Value::Int(port),
+                Value::BulkString(id.as_bytes().to_vec()),
+            ])
+        };
+        let range = |start: i64, end: i64, master: Value, replica: Value| {
+            Value::Array(vec![Value::Int(start), Value::Int(end), master, replica])
+        };
+        let (a, b, c) = (node(7000, "a"), node(7001, "b"), node(7002, "c"));
+        let (d, e, f) = (node(7003, "d"), node(7004, "e"), node(7005, "f"));
+        let slots = [
+            range(0, 5460, a.clone(), f.clone()),
+            range(5461, 10922, b, d),
+            range(10923, 11000, c, e),
+            range(11001, 16383, a, f),
+            Value::Nil,
+        ];
+        assert_eq!(one_slot_per_master(&slots), [0, 5461, 10923]);
+        assert!(one_slot_per_master(&[]).is_empty());
+    }
 
     #[test]
     fn containers_are_read_back_from_keys() {

@@ -20,6 +20,10 @@
 //! alone (up to the first `}`, which is the container's own or ours), so every key of one
 //! container lives in one slot, its leases included: the lease key starts as its entry key does,
 //! up to and including that `}`.
+//!
+//! The backend's invalidation channel (pub/sub, [`kvcache_core::Backend::watch`]) is
+//! `PREFIX!changes`: one channel per prefix, named apart from every key (and pub/sub channels
+//! are no keys: no `SCAN` sees them).
 
 use std::fmt::Write;
 
@@ -39,6 +43,11 @@ impl Keys {
 
     pub(crate) fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// The pub/sub channel of the backend's changes: `PREFIX!changes`.
+    pub(crate) fn channel(&self) -> String {
+        format!("{}!changes", self.prefix)
     }
 
     /// The keys of `container`: its start, its leases' start and its `SCAN` pattern, computed
@@ -164,6 +173,7 @@ mod tests {
             "kvcache:{8:greeting}!lease:Peter"
         );
         assert_eq!(keys.lease("a:b", ""), "kvcache:{3:a:b}!lease:");
+        assert_eq!(keys.channel(), "kvcache!changes");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The Redis backend of kvcache: `backend.NAME = redis`.
 //!
-//! The instances of a service share one cache in a Redis server (4.0 or later, or Valkey). The
-//! backend is native async: one multiplexed connection (redis-rs's `MultiplexedConnection`, replaced when the server drops it) serves
+//! The instances of a service share one cache in a Redis server (4.0 or later, or Valkey), or in
+//! a Redis Cluster (`url = redis+cluster://HOST:PORT,HOST:PORT,...`, see
+//! [Redis Cluster](#redis-cluster)). The backend is native async: one multiplexed connection (redis-rs's `MultiplexedConnection`, replaced when the server drops it) serves
 //! every container, on both of kvcache's paths. Async callers await their commands; synchronous
 //! callers wait while kvcache's own runtime ([`kvcache_core::runtime`]) drives them.
 //!
@@ -42,7 +43,7 @@
 //!
 //! | option | meaning | default |
 //! |---|---|---|
-//! | `url` | `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]` or `redis+unix:///PATH[?db=DB&user=USER&pass=PASSWORD]` | `redis://127.0.0.1:6379` |
+//! | `url` | `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]` or `redis+unix:///PATH[?db=DB&user=USER&pass=PASSWORD]`; for a Redis Cluster, its seed nodes: `redis+cluster://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]` | `redis://127.0.0.1:6379` |
 //! | `prefix` | the first part of every key; not empty, no `{` or `}` | `kvcache` |
 //! | `connect_timeout` | the longest a connect may take, resolving the host and authenticating included | 5 s |
 //! | `command_timeout` | the longest a call may take, from the moment it is made to its answer, a reconnect it waits for included | 5 s |
@@ -106,19 +107,54 @@
 //!
 //! # Redis Cluster
 //!
-//! The braces in the layout are a hash tag: Redis Cluster computes a key's slot from
-//! `LEN:CONTAINER` only, so every key of one container is in one slot, its leases' too. What
-//! holds, then: each command sent (`GET`, `SET ... PX`, `UNLINK`, a batch's `MGET`, a clear
-//! step's `UNLINK`, a lease's `SET ... NX PX` and the release script, which declares its key)
-//! names keys of one slot only, as Cluster requires, and a container's clear needs to `SCAN`
-//! only the node that owns its slot. The price: a container's keys all live on one node; split
-//! a very large container into several to spread it. What does not hold: this crate talks to
-//! one server and does not follow `MOVED` redirections (`redis`'s `cluster` feature is not
-//! built in); pointed at a cluster node, keys of other nodes' slots are errors.
+//! A cluster is configured by its seed nodes, as one URL: the nodes, separated by commas, after
+//! the scheme `redis+cluster://` and the credentials every node shares.
+//!
+//! ```text
+//! backend.shared = redis
+//! backend.shared.url = redis+cluster://:PASSWORD@10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000
+//! ```
+//!
+//! The seeds are where the backend first asks for the cluster's slot map (`CLUSTER SLOTS`); one
+//! that answers is enough, and the others are tried when it does not. A cluster URL has no
+//! database (a cluster has database 0 only) and no query; an error names `backend.NAME.url` and
+//! what is wrong (an empty seed, a port that is not a number). A cluster over TLS (`rediss://`)
+//! or Unix sockets is not supported.
+//!
+//! The braces in the key layout are a hash tag: Redis Cluster computes a key's slot from
+//! `LEN:CONTAINER` only, so every key of one container is in one slot, its leases' too. So each
+//! command names keys of one slot only, as Cluster requires, and goes to the one node that
+//! serves it: `GET`, `SET ... PX`, `UNLINK`; a batch's `MGET`, one round trip to one node
+//! whatever the batch's size; `store_many`'s pipeline of `SET`s; a lease's `SET ... NX PX`; and
+//! the release script, which declares its key and is sent by `EVALSHA` to the node of that key
+//! (`SCRIPT LOAD`, when a node answers `NOSCRIPT`, loads it on every node). `clear` sends its
+//! `SCAN` steps to the master of the container's slot, which holds every key of the container,
+//! and its `UNLINK`s by their keys' slot, which is the same. The `kvcache` command's walks of a
+//! container do the same; its listing of containers `SCAN`s every master in turn, read from
+//! `CLUSTER SLOTS` when it starts. The price of the layout: a container's keys all live on one
+//! node; split a very large container into several to spread it.
+//!
+//! The connection is redis-rs's cluster connection (its `cluster-async` support): a multiplexed
+//! connection to each node, shared by every call, that follows `MOVED` and `ASK` redirections,
+//! refreshes the slot map when a node says it has moved, and reconnects to a node it lost by
+//! itself; when it lost every node it starts again from the seeds. It is made once, when the
+//! backend is built, and kept for the backend's life. `connect_timeout` bounds each connect to a
+//! node, and `command_timeout` each call from the moment it is made to its answer, the
+//! redirections and retries redis-rs makes included. When a master fails, the calls for its
+//! slots fail with [`Error::Unavailable`](kvcache_core::Error::Unavailable) (no answer within
+//! `command_timeout`, or the cluster's `CLUSTERDOWN`, `TRYAGAIN` or `MASTERDOWN`), which opens
+//! the backend's circuit breaker as an outage of one server does, until a replica has taken over
+//! (with `cluster-node-timeout 2000`, about 4 to 6 s after a `SIGKILL` in the crate's tests);
+//! then the same backend serves them again, from the replica, nothing rebuilt. A write that the
+//! failed master had not yet sent to its replica is lost with it, as Redis replication is
+//! asynchronous: a cache regenerates it. A lease whose `SET ... NX` ran on a master but whose
+//! answer was lost in a failover may be sent again by redis-rs and read as held by its own
+//! taker, which then waits for it as for a lease whose holder died: for its ttl at most.
 //!
 //! # Connection
 //!
-//! One connection per backend, multiplexed: concurrent calls of every container and every thread
+//! (On one server; a cluster's is described [above](#redis-cluster).) One connection per
+//! backend, multiplexed: concurrent calls of every container and every thread
 //! or task are pipelined on it, which is how Redis serves the most requests per connection. It
 //! is opened, and its driver task lives, on kvcache's runtime, so that it outlives any runtime of
 //! the application's; a call made from a task of another runtime is sent there as a task of its
@@ -148,13 +184,37 @@
 //! - A key holding something kvcache did not write (a hash, a list) reads as a miss, and the
 //!   next store replaces it; a string kvcache did not write reads as a miss in the container.
 //!
+//! # Invalidation channel
+//!
+//! [`Backend::watch`] (a near tier in front of the backend, in
+//! each instance) uses one pub/sub channel per backend: `PREFIX!changes` (`kvcache!changes`).
+//! Once a container is watched on a backend object, that object's stores, removals, batches and
+//! clears of the container also `PUBLISH` what changed, pipelined with the write (after the last
+//! `UNLINK` for a clear; after the write, as a command of its own, on a cluster); a container no
+//! one watched publishes nothing. The payload is
+//! `1 INSTANCE LEN:CONTAINER k LEN:KEY LEN:KEY ...` for keys stored or removed and
+//! `1 INSTANCE LEN:CONTAINER c` for a clear: the format's version, the publishing object's
+//! random id (16 hex digits, made when it is built: two objects in one process are two
+//! instances), and each name after its length in bytes, so that any name round-trips
+//! (`1 0f3a9c2e5b7d1e44 8:greeting k 5:Peter`).
+//!
+//! The first `watch` starts a subscriber on kvcache's runtime, on a pub/sub connection of its own,
+//! and returns once the subscription is confirmed, within `connect_timeout`. It delivers each
+//! message to the watchers of its container but the publishing object's own. When the
+//! connection drops (a restart, `CLIENT KILL TYPE pubsub`, an unanswered `PING` after 15 s of
+//! silence), or a message does not read, every watcher gets `Change::Lost`; the subscriber
+//! resubscribes with a back-off from 50 ms to 1 s, forever, warns once per outage, and delivers
+//! `Change::Lost` again once back, for what was published in between. Pub/sub ignores the
+//! database number: backends with one prefix on different databases share a channel.
+//!
 //! # Inspection
 //!
 //! The backend answers the `kvcache` command ([`Backend::inspect`])
 //! by walking with `SCAN ... MATCH` as `clear` does, never `KEYS`: a container's keys under its
 //! pattern, its summary with one pipeline of `STRLEN` and `PTTL` per step, and the containers
 //! under `PREFIX:{*` (whose lease keys name none). The server walks its whole keyspace for each, one bounded step at a time.
-//! Sizes are the values' bytes, expiries `PTTL` added to this machine's clock.
+//! On a cluster, a container's walks are on the master of its slot, and the listing walks every
+//! master in turn. Sizes are the values' bytes, expiries `PTTL` added to this machine's clock.
 
 mod backend;
 mod config;

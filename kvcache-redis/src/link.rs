@@ -1,6 +1,9 @@
-//! The backend's one multiplexed connection, replaced when the server drops it. Calls use it from
-//! whatever task makes them; connecting always runs on kvcache's runtime, so the task that drives
-//! the connection lives there and outlives the runtime of the call that noticed the drop.
+//! The backend's one connection: to one server, a multiplexed connection, replaced when the
+//! server drops it; to a Redis Cluster, redis-rs's cluster connection, which holds one multiplexed
+//! connection per node, follows `MOVED` and `ASK`, refreshes the slot map and reconnects to a node
+//! by itself, and so is kept for the backend's life. Calls use it from whatever task makes them;
+//! connecting always runs on kvcache's runtime, so the tasks that drive the connections live there
+//! and outlive the runtime of the call that noticed a drop.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,9 +11,82 @@ use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, RedisResult};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo};
+use redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, RedisFuture, RedisResult, Value};
 use tokio::task::JoinHandle;
+
+/// What a link connects to.
+pub(crate) enum Target {
+    /// One server; `config` bounds each connect by `connect_timeout`.
+    Server {
+        client: Client,
+        config: AsyncConnectionConfig,
+    },
+    /// A Redis Cluster, found from its seed nodes; the client bounds each node's connect and
+    /// each answer.
+    Cluster(ClusterClient),
+}
+
+/// A connection of either kind: commands, pipelines and scripts are sent on it alike.
+#[derive(Clone)]
+pub(crate) enum Connection {
+    Server(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Server(connection) => connection.req_packed_command(cmd),
+            Connection::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Server(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
+            Connection::Cluster(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Server(connection) => connection.get_db(),
+            Connection::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+impl Connection {
+    /// Sends `command`, which names no key (`SCAN`), to the node `route` says (the master of a
+    /// slot) on a cluster; to the server otherwise.
+    pub(crate) async fn query_at<T: FromRedisValue>(
+        &mut self,
+        command: &Cmd,
+        route: &Route,
+    ) -> RedisResult<T> {
+        match self {
+            Connection::Server(connection) => command.query_async(connection).await,
+            Connection::Cluster(connection) => {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(*route));
+                let value = connection.route_command(command.clone(), routing).await?;
+                Ok(T::from_redis_value(value.extract_error()?)?)
+            }
+        }
+    }
+}
 
 /// Why no connection could be had.
 pub(crate) enum NoLink {
@@ -23,31 +99,30 @@ pub(crate) enum NoLink {
 }
 
 /// A connection, and the count of connections made before it, to tell it from its successor.
-type Current = (u64, MultiplexedConnection);
+type Current = (u64, Connection);
 
 pub(crate) struct Link {
-    client: Client,
+    target: Target,
     connect_timeout: Duration,
-    config: AsyncConnectionConfig,
     current: Mutex<Option<Current>>,
     /// One connect at a time; it holds the count of connections made.
     connecting: tokio::sync::Mutex<u64>,
 }
 
 impl Link {
-    /// A link to `client`'s server; `config` bounds each connect by `connect_timeout`.
-    pub(crate) fn new(
-        client: Client,
-        connect_timeout: Duration,
-        config: AsyncConnectionConfig,
-    ) -> Self {
+    /// A link to `target`, whose connects are bounded by `connect_timeout`.
+    pub(crate) fn new(target: Target, connect_timeout: Duration) -> Self {
         Link {
-            client,
+            target,
             connect_timeout,
-            config,
             current: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(0),
         }
+    }
+
+    /// Whether the link is to a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster(_))
     }
 
     fn current(&self) -> Option<Current> {
@@ -67,13 +142,25 @@ impl Link {
         if let Some(current) = self.current() {
             return Ok(current);
         }
-        let (client, config) = (self.client.clone(), self.config.clone());
-        let connect = async move {
-            client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
+        let connected = match &self.target {
+            Target::Server { client, config } => {
+                let (client, config) = (client.clone(), config.clone());
+                let connect = async move {
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await
+                        .map(Connection::Server)
+                };
+                on_kvcache_runtime(connect).await
+            }
+            Target::Cluster(client) => {
+                let client = client.clone();
+                let connect =
+                    async move { client.get_async_connection().await.map(Connection::Cluster) };
+                on_kvcache_runtime(connect).await
+            }
         };
-        let connection = match on_kvcache_runtime(connect).await {
+        let connection = match connected {
             Err(NoLink::Redis(error)) if error.is_timeout() => {
                 return Err(NoLink::TimedOut(self.connect_timeout));
             }
@@ -86,8 +173,12 @@ impl Link {
     }
 
     /// Forgets connection `generation`, which the server dropped: the next call connects anew.
-    /// A successor already made is kept.
+    /// A successor already made is kept. A cluster connection is never forgotten: it reconnects
+    /// to each node, and finds the cluster again from its seeds, by itself.
     pub(crate) fn forget(&self, generation: u64) {
+        if self.is_cluster() {
+            return;
+        }
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         if current
             .as_ref()
@@ -101,8 +192,8 @@ impl Link {
 /// Runs a connect on kvcache's runtime: inline when the caller is there already, else as a task
 /// there, aborted if the caller stops waiting.
 async fn on_kvcache_runtime(
-    connect: impl Future<Output = RedisResult<MultiplexedConnection>> + Send + 'static,
-) -> Result<MultiplexedConnection, NoLink> {
+    connect: impl Future<Output = RedisResult<Connection>> + Send + 'static,
+) -> Result<Connection, NoLink> {
     if kvcache_core::on_kvcache_runtime() {
         return connect.await.map_err(NoLink::Redis);
     }
