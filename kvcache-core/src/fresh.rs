@@ -386,9 +386,17 @@ impl<V: Value> Typed<V> {
             },
         };
         let weight = u64::try_from(key.len() + len).unwrap_or(u64::MAX);
+        // A copy whose stamp says nothing but its expiry is held plain: its time to live ends
+        // by then, and a hit on it is a clone, with no stamp to judge.
         let held = match stamp {
-            Some(stamp) => Held::stamped(stamp, value),
-            None => Held::value(value),
+            Some(stamp)
+                if stamp.refresh_at != 0
+                    || stamp.retry_at != 0
+                    || self.slot.options.early_refresh_beta().is_some() =>
+            {
+                Held::stamped(stamp, value)
+            }
+            _ => Held::value(value),
         };
         near.memory.insert(key, held, weight, near.ttl(remaining));
     }
