@@ -1,10 +1,12 @@
 //! Two `KvCache` instances on one shared backend, which behave exactly as two processes do (they
 //! share the store and nothing else): what the store's leases cost the caller that waits, and
-//! what background refreshes cost the hits they run beside.
+//! what background refreshes cost the hits they run beside; and, in one instance, what a hit of
+//! the near tier (the in-memory copy each instance keeps of a shared backend's values) costs
+//! beside a hit of the in-memory backend itself.
 //!
 //! - `lease_wait/<backend>`, for Redis, PostgreSQL, MariaDB, the file backend and the SQL backend
 //!   on SQLite: each iteration takes a fresh key. Instance A calls `get` in a thread of its own,
-//!   with a generator that sleeps 50 ms; 5 ms later instance B calls `get` on the same key. In
+//!   with a generator that sleeps 50 ms; 5 ms after it started, instance B calls `get` on the same key. In
 //!   `waits` (the default `lock_timeout`) A holds the store's lease, B polls the store until A's
 //!   value is there and must get it (checked, as is that B's generator was never called); in
 //!   `alone`, the peer, the container has `lock_timeout = 0`, so B generates the key itself with
@@ -27,6 +29,18 @@
 //!   and beside a refresh (from 0.5 ms before its generation to 2 ms after), and the median
 //!   ratio of the rounds (`Turns::summary`): a refresh in the background should leave the p99
 //!   hit latency unchanged.
+//! - `near_hit/<backend>`, for Redis and the file backend: `get` of a 32-byte `String`, cycling
+//!   through 1,000 keys (`kvcache_bench::keys`), all stored and read once before. In `near` the
+//!   container is on the shared backend with `near_max_entries = 10000` and `near_expire = 1h`
+//!   (so that no copy lapses during the run: without a channel the file backend's copies would
+//!   otherwise live 1 s, and be read from the file again), so every measured get is a near hit,
+//!   answered from memory (checked: `stats().near_hits` grows by every call of the side, warm-up
+//!   included, and nothing misses); `variable`, the peer, is the same get on a container of the
+//!   plain in-memory backend (`backend.mem = variable`), bounded the same (`max_entries =
+//!   10000`). The two sides are timed in turns (`kvcache_bench::Turns`) of 10,000 calls a side
+//!   (1.5 to 3 ms), who goes first alternating; `near` hands criterion the near side's
+//!   time, `variable` the in-memory side's, and after both the bench prints the median ratio of
+//!   all their rounds (near ÷ variable; the target is at most 1.5).
 //!
 //! The servers are `KVCACHE_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`),
 //! `KVCACHE_TEST_POSTGRES_URL` (`postgres://postgres@127.0.0.1:5432/test`) and
@@ -34,7 +48,7 @@
 //! answer is skipped with a notice (under `CI=true` the bench fails). Each backend is configured
 //! afresh for this run (a Redis prefix, SQL tables, SQLite files of its own), deleted at the end.
 //!
-//! `cargo bench -p kvcache-bench --bench instances`
+//! `cargo bench -p kvcache-bench --bench instances` (one group: `... -- near_hit`)
 
 use std::hint::black_box;
 use std::net::{TcpStream, ToSocketAddrs};
@@ -48,12 +62,12 @@ use criterion::{BenchmarkId, Criterion, SamplingMode};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection as _, MysqlConnection, PgConnection};
 use kvcache::{Container, KvCache};
-use kvcache_bench::{Turns, string32};
+use kvcache_bench::{KEYS, Turns, keys, string32};
 use redis::Commands;
 
 /// How long A's and B's generators take in `lease_wait`.
 const GENERATION: Duration = Duration::from_millis(50);
-/// How long after A's call B calls.
+/// How long after A's generator starts B calls.
 const HEAD_START: Duration = Duration::from_millis(5);
 /// How long the hot key's generator takes in `refresh_hits`.
 const REFRESH_GENERATION: Duration = Duration::from_millis(5);
@@ -294,7 +308,8 @@ impl Instance {
     }
 }
 
-/// One race on `key`: A calls `get` in a thread, B calls it [`HEAD_START`] later. Checks what B
+/// One race on `key`: A calls `get` in a thread, B calls it [`HEAD_START`] after A's generator
+/// started (so a loaded machine that is slow to run A's thread cannot let B lead). Checks what B
 /// got: A's value, B's generator not called, when `leased`; B's own value otherwise. Returns B's
 /// latency (from its call) and how long after A's generator returned B's `get` returned.
 fn race(
@@ -304,6 +319,7 @@ fn race(
     leased: bool,
 ) -> (Duration, Duration) {
     let b_calls = b.calls.load(Ordering::SeqCst);
+    let a_calls = a.calls.load(Ordering::SeqCst);
     let started = Barrier::new(2);
     let (led, got, start, done) = thread::scope(|s| {
         let leader = s.spawn(|| {
@@ -311,6 +327,9 @@ fn race(
             a_container.get(key).unwrap()
         });
         started.wait();
+        while a.calls.load(Ordering::SeqCst) == a_calls {
+            thread::sleep(Duration::from_micros(100));
+        }
         thread::sleep(HEAD_START);
         let start = Instant::now();
         let got = b_container.get(key).unwrap();
@@ -598,6 +617,123 @@ fn refresh_hits(c: &mut Criterion, backend: &Backend) {
     group.finish();
 }
 
+// ---- near_hit ------------------------------------------------------------------------------
+
+/// The entries the near tier and its in-memory peer hold at most: ten times the keys, so that
+/// neither evicts.
+const NEAR_ENTRIES: &str = "10000";
+
+/// Calls of each side in one round of `near_hit`: 1.5 to 3 ms a side.
+const NEAR_ROUND: u64 = 10_000;
+
+/// `n` gets in `container`, cycling through `keys` after `*next` as the variable bench does;
+/// returns their time.
+fn cycled_gets(
+    container: &Container<String>,
+    keys: &[String],
+    next: &mut usize,
+    n: u64,
+) -> Duration {
+    let start = Instant::now();
+    for _ in 0..n {
+        *next = (*next + 1) % KEYS;
+        black_box(container.get(black_box(keys[*next].as_str())).unwrap());
+    }
+    start.elapsed()
+}
+
+fn near_hit(c: &mut Criterion, backend: &Backend) {
+    let mut pairs = backend.options.clone();
+    pairs.extend(
+        [
+            ("backend.shared.near_max_entries", NEAR_ENTRIES),
+            ("backend.shared.near_expire", "1h"),
+            ("container.near.backend", "shared"),
+            ("backend.mem", "variable"),
+            ("backend.mem.max_entries", NEAR_ENTRIES),
+            ("container.mem.backend", "mem"),
+        ]
+        .map(|(option, value)| (option.to_owned(), value.to_owned())),
+    );
+    let cache = kvcache::init(pairs).unwrap();
+    let near: Container<String> = cache.container("near").unwrap();
+    let mem: Container<String> = cache.container("mem").unwrap();
+    let keys = keys();
+    for key in &keys {
+        near.set(key, &string32(key)).unwrap();
+        mem.set(key, &string32(key)).unwrap();
+    }
+    for key in &keys {
+        assert_eq!(near.get(key).unwrap(), string32(key));
+        assert_eq!(mem.get(key).unwrap(), string32(key));
+    }
+    let (near_before, mem_before) = (near.stats(), mem.stats());
+    let mut group = c.benchmark_group(format!("near_hit/{}", backend.name));
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    // Both functions time both sides in turns; each hands criterion its own side's time, and
+    // the rounds of both make one median.
+    let mut turns = Turns::default();
+    let (mut near_next, mut mem_next) = (0, 0);
+    let (mut near_calls, mut mem_calls) = (0_u64, 0_u64);
+    group.bench_function("near", |bencher| {
+        bencher.iter_custom(|iters| {
+            (near_calls, mem_calls) = (near_calls + iters, mem_calls + iters);
+            turns.take(
+                iters,
+                NEAR_ROUND,
+                |n| cycled_gets(&near, &keys, &mut near_next, n),
+                |n| cycled_gets(&mem, &keys, &mut mem_next, n),
+            )
+        })
+    });
+    group.bench_function("variable", |bencher| {
+        bencher.iter_custom(|iters| {
+            (near_calls, mem_calls) = (near_calls + iters, mem_calls + iters);
+            let mut peer = Duration::ZERO;
+            turns.take(
+                iters,
+                NEAR_ROUND,
+                |n| cycled_gets(&near, &keys, &mut near_next, n),
+                |n| {
+                    let took = cycled_gets(&mem, &keys, &mut mem_next, n);
+                    peer += took;
+                    took
+                },
+            );
+            peer
+        })
+    });
+    group.finish();
+    let (near_after, mem_after) = (near.stats(), mem.stats());
+    assert_eq!(
+        near_after.near_hits - near_before.near_hits,
+        near_calls,
+        "every near get was a near hit"
+    );
+    assert_eq!(near_after.misses, near_before.misses, "no near get missed");
+    assert_eq!(
+        mem_after.hits - mem_before.hits,
+        mem_calls,
+        "every in-memory get hit"
+    );
+    assert_eq!(
+        mem_after.misses, mem_before.misses,
+        "no in-memory get missed"
+    );
+    if near_calls == 0 {
+        // Filtered out.
+        return;
+    }
+    eprintln!(
+        "near_hit/{}: {near_calls} near gets (all near hits) and {mem_calls} in-memory gets, in \
+         turns of {NEAR_ROUND} a side; rounds, near ÷ variable (target ≤ 1.5): {}",
+        backend.name,
+        turns.summary(),
+    );
+}
+
 fn main() {
     let mut criterion = Criterion::default().configure_from_args();
     for name in ["redis", "postgres", "mariadb", "file", "sql-sqlite"] {
@@ -605,6 +741,7 @@ fn main() {
             lease_wait(&mut criterion, &backend);
             if matches!(name, "redis" | "file") {
                 refresh_hits(&mut criterion, &backend);
+                near_hit(&mut criterion, &backend);
             }
         }
     }
