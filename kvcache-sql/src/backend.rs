@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, RunQueryDsl};
-use kvcache_core::{Backend, BackendConfig, Clock, Error, Lease, Result, Space, Store, expires_at};
+use kvcache_core::{
+    Backend, BackendConfig, Clock, Error, Lease, Result, Space, Store, Watcher, expires_at,
+};
 
 use crate::config::SqlConfig;
 use crate::pool::{Call, Failure, Pool, with_connection};
@@ -17,6 +19,7 @@ use crate::sql::{
     BATCH, COLUMNS, Container, Entry, EntrySql, Hash, Hashed, Holder, LEASE_COLUMNS, Statements,
     hash, upsert_chunks,
 };
+use crate::watch::{Watch, Write};
 
 // A child of this module, to read the backend's state: what an operator can ask of the table.
 #[path = "inspect.rs"]
@@ -54,6 +57,9 @@ struct Db {
     /// Whether the leases table was there when the backend opened (found, or created): when
     /// it was not, purges and upkeeps leave it out, and leases fail naming it.
     leases: bool,
+    /// The channel of `watch`: what the writes of watched containers publish, and the
+    /// listener (PostgreSQL only; see `watch.rs`).
+    watch: Watch,
 }
 
 /// One container's entries in the table: the store [`Backend::open`] gives it.
@@ -80,6 +86,7 @@ impl SqlBackend {
         let pool = Pool::connect(config.name(), &sql_config)?;
         let mut db = Db {
             name: config.name().to_owned(),
+            watch: Watch::new(config.name(), &sql_config),
             statements: Statements::new(sql_config.url.database(), &sql_config.table),
             config: sql_config,
             pool,
@@ -282,6 +289,13 @@ impl Backend for SqlBackend {
         Some(self)
     }
 
+    /// On PostgreSQL, `LISTEN` on the table's channel, and `NOTIFY` with the watched
+    /// containers' writes (see the crate's documentation); `false` on MySQL, MariaDB and
+    /// SQLite, which have no channel.
+    fn watch(&self, container: &str, watcher: Watcher) -> Result<bool> {
+        self.db.watch.watch(&self.db.config, container, watcher)
+    }
+
     /// Deletes the expired entries, then the expired leases, in one call.
     fn purge_expired(&self) -> Result<()> {
         let db = &*self.db;
@@ -305,8 +319,13 @@ impl Store for SqlStore {
         let upsert = db
             .statements
             .upsert(&self.container, &key, value, db.expires(ttl));
-        with_connection!(db.pool, db.call(), |conn| upsert.execute(conn))
-            .map_err(db.failed("storing into"))?;
+        let notice = db.watch.keys(&self.container.name, [key.text]);
+        let notifying = notice.as_ref().map(|n| n.wrap(Write::Upsert(1), &upsert));
+        with_connection!(db.pool, db.call(), |conn| match &notifying {
+            Some(notifying) => notifying.execute(conn),
+            None => upsert.execute(conn),
+        })
+        .map_err(db.failed("storing into"))?;
         db.wrote(1);
         Ok(())
     }
@@ -321,8 +340,13 @@ impl Store for SqlStore {
         let db = &*self.db;
         let key = Hashed::new(key);
         let delete = db.statements.delete(&self.container, &key);
-        with_connection!(db.pool, db.call(), |conn| delete.execute(conn))
-            .map_err(db.failed("deleting from"))?;
+        let notice = db.watch.keys(&self.container.name, [key.text]);
+        let notifying = notice.as_ref().map(|n| n.wrap(Write::Delete, &delete));
+        with_connection!(db.pool, db.call(), |conn| match &notifying {
+            Some(notifying) => notifying.execute(conn),
+            None => delete.execute(conn),
+        })
+        .map_err(db.failed("deleting from"))?;
         Ok(())
     }
 
@@ -331,8 +355,13 @@ impl Store for SqlStore {
     fn clear(&self) -> Result<()> {
         let db = &*self.db;
         let clear = db.statements.clear(&self.container);
-        with_connection!(db.pool, db.call(), |conn| clear.execute(conn))
-            .map_err(db.failed("clearing a container in"))?;
+        let notice = db.watch.cleared(&self.container.name);
+        let notifying = notice.as_ref().map(|n| n.wrap(Write::Clear, &clear));
+        with_connection!(db.pool, db.call(), |conn| match &notifying {
+            Some(notifying) => notifying.execute(conn),
+            None => clear.execute(conn),
+        })
+        .map_err(db.failed("clearing a container in"))?;
         Ok(())
     }
 
@@ -374,15 +403,25 @@ impl Store for SqlStore {
             .iter()
             .map(|(key, value)| key.text.len() + value.len())
             .collect();
+        let notice = db
+            .watch
+            .keys(&self.container.name, rows.iter().map(|(key, _)| key.text));
         let mut rest = &rows[..];
-        let upserts: Vec<_> = upsert_chunks(&sizes)
-            .into_iter()
-            .map(|count| {
+        let counts = upsert_chunks(&sizes);
+        let mut upserts: Vec<_> = counts
+            .iter()
+            .map(|&count| {
                 let (chunk, after) = rest.split_at(count);
                 rest = after;
                 db.statements.upsert_many(&self.container, chunk, expires)
             })
             .collect();
+        // The last statement publishes the whole batch (at commit, when there are several).
+        if let (Some(notice), Some(last), Some(&count)) =
+            (&notice, upserts.last_mut(), counts.last())
+        {
+            *last = notice.wrap(Write::Upsert(count), last);
+        }
         with_connection!(db.pool, db.call(), |conn| match &upserts[..] {
             [] => Ok(()),
             [upsert] => upsert.execute(conn).map(drop),

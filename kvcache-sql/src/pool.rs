@@ -611,7 +611,7 @@ fn build<C: Dialect>(
 /// that sent data may stay unacknowledged before the connection is dropped: a host gone away)
 /// unless it sets them.
 #[cfg(feature = "postgres")]
-fn postgres_url(url: &str, connect: Duration, bound: Duration) -> String {
+pub(crate) fn postgres_url(url: &str, connect: Duration, bound: Duration) -> String {
     let mut url = url.to_owned();
     let seconds = connect.as_secs() + u64::from(connect.subsec_nanos() > 0);
     let user_timeout = whole_ms(bound + GRACE);

@@ -66,11 +66,21 @@ impl<'a, const KEY: u8> Statement<'a, KEY> {
             row: PhantomData,
         }
     }
+
+    /// The statement of text `sql`, which holds this one's text before any `?` of its own
+    /// (`WITH w AS (...) SELECT ...`, see `watch.rs`): this one's binds, then `extra`.
+    pub(crate) fn within<'b>(&self, sql: &'b str, extra: [Bind<'b>; 2]) -> Statement<'b, BY_TEXT>
+    where
+        'a: 'b,
+    {
+        let mut binds = self.binds.clone();
+        binds.extend(extra);
+        Statement::new(sql, binds)
+    }
 }
 
 impl<const KEY: u8, Row> Statement<'_, KEY, Row> {
     /// The SQL text, with a `?` for each bind.
-    #[cfg(test)]
     pub(crate) fn sql(&self) -> &str {
         self.sql
     }

@@ -64,6 +64,57 @@ pub(crate) fn find(before: &Before, client: End, server: End) -> Option<TcpStrea
     (client.is(local) && server.is(remote)).then_some(stream)
 }
 
+/// A duplicate of the one Unix stream socket of this process that was not open `before`, when
+/// it is connected to a PostgreSQL server's socket (`.s.PGSQL.PORT`): the socket of the
+/// connection the calling thread just opened over a Unix socket, and still holds. `None` when
+/// another appeared meanwhile (another thread connected too): nothing tells them apart.
+///
+/// As a `TcpStream`, the type the callers hold: they only wait on it (`peek`, with its
+/// blocking and timeout set) and shut it down, which work alike on every stream socket.
+/// PostgreSQL's listener only (`watch.rs`): the MariaDB client library's Unix sockets are
+/// left alone.
+#[cfg(all(unix, feature = "postgres"))]
+pub(crate) fn find_unix(before: &Before) -> Option<TcpStream> {
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixStream;
+
+    let streams = unix_streams();
+    let mut found = sockets()
+        .into_iter()
+        .filter(|(_, inode)| !before.0.contains(inode) && streams.contains(inode));
+    let (fd, _) = found.next()?;
+    if found.next().is_some() {
+        return None;
+    }
+    let stream = UnixStream::from(duplicate_fd(fd)?);
+    let peer = stream.peer_addr().ok()?;
+    let name = peer.as_pathname()?.file_name()?.to_str()?;
+    name.starts_with(".s.PGSQL.")
+        .then(|| TcpStream::from(OwnedFd::from(stream)))
+}
+
+#[cfg(all(not(unix), feature = "postgres"))]
+pub(crate) fn find_unix(_before: &Before) -> Option<TcpStream> {
+    None
+}
+
+/// The inodes of the Unix stream sockets of this network namespace, from `/proc/net/unix`:
+/// `Num RefCount Protocol Flags Type St Inode Path`, type `0001` a stream.
+#[cfg(all(unix, feature = "postgres"))]
+fn unix_streams() -> HashSet<u64> {
+    let text = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.get(4) != Some(&"0001") {
+                return None;
+            }
+            fields.get(6)?.parse().ok()
+        })
+        .collect()
+}
+
 /// A socket of `/proc/net/tcp` or `/proc/net/tcp6`.
 #[derive(Debug, PartialEq, Eq)]
 struct Row {
@@ -137,20 +188,29 @@ fn address(text: &str) -> Option<SocketAddr> {
 
 /// A duplicate of the socket `fd`, which `find` proved to be the connection's.
 #[cfg(unix)]
+fn duplicate(fd: i32) -> Option<TcpStream> {
+    duplicate_fd(fd).map(TcpStream::from)
+}
+
+/// A duplicate of the socket `fd`, which `find` or `find_unix` proved to be the connection's.
+#[cfg(unix)]
 #[allow(
     unsafe_code,
     reason = "the one way to reach the driver's socket: see the comment on the block"
 )]
-fn duplicate(fd: i32) -> Option<TcpStream> {
+fn duplicate_fd(fd: i32) -> Option<std::os::fd::OwnedFd> {
     use std::os::fd::BorrowedFd;
 
     // SAFETY: `fd` is open for as long as this borrow lasts (one `dup`). It is the socket of
     // the connection that the calling thread opened and holds, without using it, while this
     // runs: the server reported that connection's endpoints, which no other socket on this host
     // has, and only this socket of the process has them and was not open before the connection
-    // was. The driver closes it only when the connection is dropped, which cannot happen here.
+    // was (`find`); or the server reported none, the connection being over a Unix socket, and
+    // this is the only Unix stream socket of the process that was not open before it was, so
+    // the connection's (`find_unix`). The driver closes it only when the connection is
+    // dropped, which cannot happen here.
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    borrowed.try_clone_to_owned().ok().map(TcpStream::from)
+    borrowed.try_clone_to_owned().ok()
 }
 
 #[cfg(not(unix))]

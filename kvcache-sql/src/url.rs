@@ -45,6 +45,7 @@ pub(crate) enum Rules {
 
 /// A parsed `url` option. Neither its `Debug` nor its [`target`](DatabaseUrl::target) shows
 /// the password; driver messages go through [`scrub`](DatabaseUrl::scrub).
+#[derive(Clone)]
 pub(crate) struct DatabaseUrl {
     database: Database,
     /// What the driver connects with: `mariadb://` becomes `mysql://`, `sqlite://` is stripped.
