@@ -399,3 +399,77 @@ fn postgres_invalidates_other_instances_near_copies() {
     ];
     coherent("postgres", backend, 1000);
 }
+
+/// Drops the store's channel under two instances: the reader flushes its near tier (a lost
+/// message may cost a miss, never a stale read), resubscribes, and is invalidated again.
+fn dropped_channel(kind: &str, backend: Vec<(String, String)>, drop_channel: impl Fn()) {
+    let near = [("near_max_entries", "10000")];
+    let (_a_cache, a) = instance("a", &backend, &near, None);
+    let (_b_cache, b) = instance("b", &backend, &near, None);
+    assert_eq!(b.get("k").unwrap(), "k by b");
+    drop_channel();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.stats().near_flushes == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{kind}: no flush after the channel dropped"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    // Resubscribed (the second flush), a write is seen again through the channel.
+    while b.stats().near_flushes < 2 {
+        assert!(Instant::now() < deadline, "{kind}: never resubscribed");
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(b.get("k").unwrap(), "k by b", "read again from the store");
+    let invalidations = b.stats().near_invalidations;
+    a.set("k", &"k set by a".to_owned()).unwrap();
+    while b.get("k").unwrap() != "k set by a" {
+        assert!(
+            Instant::now() < deadline,
+            "{kind}: a's write unseen after resubscribing"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    assert!(b.stats().near_invalidations > invalidations, "{kind}");
+    b.clear().unwrap();
+}
+
+#[test]
+fn redis_a_dropped_channel_flushes_and_resubscribes() {
+    if !reachable("Redis", "127.0.0.1:6379") {
+        return;
+    }
+    dropped_channel("redis", redis_backend(), || {
+        // CLIENT KILL TYPE pubsub, inline: every subscriber's connection is cut.
+        let mut redis = TcpStream::connect("127.0.0.1:6379").unwrap();
+        redis.write_all(b"CLIENT KILL TYPE pubsub\r\n").unwrap();
+        let mut answer = String::new();
+        BufReader::new(redis).read_line(&mut answer).unwrap();
+        assert!(answer.starts_with(':'), "CLIENT KILL answered {answer:?}");
+    });
+}
+
+#[test]
+fn postgres_a_dropped_channel_flushes_and_resubscribes() {
+    if !reachable("PostgreSQL", "127.0.0.1:5432") {
+        return;
+    }
+    dropped_channel("postgres", postgres_backend(), || {
+        let status = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "test",
+                "-qAtc",
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'kvcache-listener'",
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .expect("psql");
+        assert!(status.success());
+    });
+}
