@@ -473,3 +473,30 @@ fn postgres_a_dropped_channel_flushes_and_resubscribes() {
         assert!(status.success());
     });
 }
+
+#[test]
+fn a_toml_configuration_declares_a_near_tier_as_the_flat_one_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.sqlite3").display().to_string();
+    let config = Config::from_toml_str(&format!(
+        r#"
+        [backend.b]
+        kind = "file"
+        path = {path:?}
+        near_max_entries = 100
+        near_expire = "5s"
+
+        [container.c]
+        backend = "b"
+        "#
+    ))
+    .unwrap();
+    let cache = KvCache::new(config).unwrap();
+    cache
+        .register_generator("c", |key: &str| key.to_uppercase())
+        .unwrap();
+    let c = cache.container::<String>("c").unwrap();
+    assert_eq!(c.get("k").unwrap(), "K");
+    assert_eq!(c.get("k").unwrap(), "K");
+    assert_eq!(c.stats().near_hits, 1);
+}
