@@ -185,9 +185,20 @@ fn near_options_are_checked() {
     }
 }
 
+/// Held by every test that uses a store's channel: dropping a channel (CLIENT KILL TYPE pubsub,
+/// pg_terminate_backend) cuts every subscriber's, so those tests must not overlap the others.
+static CHANNELS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn channels() -> std::sync::MutexGuard<'static, ()> {
+    CHANNELS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Two instances with a near tier on a store with a channel: a write on one invalidates the
 /// other's copy; the invalidation latency over `trials` writes, p50 and p99.
 fn coherent(kind: &str, backend: Vec<(String, String)>, trials: usize) {
+    let _channels = channels();
     let near = [("near_max_entries", "10000")];
     let (_a_cache, a) = instance("a", &backend, &near, None);
     let (_b_cache, b) = instance("b", &backend, &near, None);
@@ -280,6 +291,7 @@ fn two_processes(kind: &str, test: &str, backend: Vec<(String, String)>, trials:
     if reader_child() {
         return;
     }
+    let _channels = channels();
     let (_a_cache, a) = instance("a", &backend, &[("near_max_entries", "10000")], None);
     let config: Vec<String> = backend.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let mut child = Command::new(std::env::current_exe().unwrap())
@@ -403,6 +415,7 @@ fn postgres_invalidates_other_instances_near_copies() {
 /// Drops the store's channel under two instances: the reader flushes its near tier (a lost
 /// message may cost a miss, never a stale read), resubscribes, and is invalidated again.
 fn dropped_channel(kind: &str, backend: Vec<(String, String)>, drop_channel: impl Fn()) {
+    let _channels = channels();
     let near = [("near_max_entries", "10000")];
     let (_a_cache, a) = instance("a", &backend, &near, None);
     let (_b_cache, b) = instance("b", &backend, &near, None);
@@ -455,7 +468,18 @@ fn postgres_a_dropped_channel_flushes_and_resubscribes() {
     if !reachable("PostgreSQL", "127.0.0.1:5432") {
         return;
     }
-    dropped_channel("postgres", postgres_backend(), || {
+    let backend = postgres_backend();
+    let table = backend
+        .iter()
+        .find(|(key, _)| key == "backend.b.table")
+        .map(|(_, table)| table.clone())
+        .unwrap();
+    dropped_channel("postgres", backend, || {
+        // This table's listeners only: other tests' channels stay up.
+        let sql = format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'kvcache-listener' AND query = 'LISTEN \"kvcache_{table}\"'"
+        );
         let status = Command::new("psql")
             .args([
                 "-h",
@@ -465,7 +489,7 @@ fn postgres_a_dropped_channel_flushes_and_resubscribes() {
                 "-d",
                 "test",
                 "-qAtc",
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'kvcache-listener'",
+                &sql,
             ])
             .stdout(Stdio::null())
             .status()
