@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::codec::Value;
 use crate::error::{Error, Result};
-use crate::memory::{Held, MemoryStore};
+use crate::memory::{Held, MemoryStore, weight};
 use crate::slot::Typed;
 use crate::stamp::{Age, Stamp, xfetch};
 use crate::stats::Event;
@@ -58,7 +58,7 @@ impl<V: Value> Typed<V> {
             self.count_lookup(false, false);
             return Judged::Miss { fallback: None };
         };
-        let Some((stamp, body)) = crate::stamp::Stamp::split(bytes) else {
+        let Some((stamp, body)) = Stamp::split(bytes) else {
             let value = self.codec.decode(bytes);
             self.count_lookup(true, value.is_some());
             return match value {
@@ -385,7 +385,6 @@ impl<V: Value> Typed<V> {
                 _ => return,
             },
         };
-        let weight = u64::try_from(key.len() + len).unwrap_or(u64::MAX);
         // A copy whose stamp says nothing but its expiry is held plain: its time to live ends
         // by then, and a hit on it is a clone, with no stamp to judge.
         let held = match stamp {
@@ -398,7 +397,8 @@ impl<V: Value> Typed<V> {
             }
             _ => Held::value(value),
         };
-        near.memory.insert(key, held, weight, near.ttl(remaining));
+        near.memory
+            .insert(key, held, weight(key, len), near.ttl(remaining));
     }
 
     /// Drops every near copy of the container.

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::flight::{Leader, Outcome};
 use crate::fresh::Entry;
 use crate::generator::Expiring;
-use crate::memory::Held;
+use crate::memory::{Held, weight};
 use crate::slot::{Keep, Typed};
 use crate::stamp::Stamp;
 use crate::stats::Event;
@@ -29,7 +29,7 @@ pub(crate) type Made<V> = (Result<Expiring<V>>, Duration);
 const FIRST_PAUSE: Duration = Duration::from_millis(2);
 /// The longest pause between two looks at a key another process generates: what its value can
 /// be late by, at most, once stored.
-pub(crate) const MAX_PAUSE: Duration = Duration::from_millis(10);
+const MAX_PAUSE: Duration = Duration::from_millis(10);
 
 /// The keys one caller leads, and what it has got for each so far.
 pub(crate) struct Batch<V> {
@@ -262,7 +262,12 @@ impl<V: Value> Batch<V> {
     /// How long to pause before looking at the keys other processes generate, or `None` when
     /// there are none: 2 ms, doubling up to [`MAX_PAUSE`].
     pub(crate) fn pause(&mut self) -> Option<Duration> {
-        if self.waiting().is_empty() {
+        let waits = self
+            .got
+            .iter()
+            .zip(&self.shares)
+            .any(|(got, share)| got.is_none() && *share == Share::Theirs);
+        if !waits {
             return None;
         }
         let (since, pause) = *self.waiting.get_or_insert((Instant::now(), FIRST_PAUSE));
@@ -329,12 +334,9 @@ impl<V: Value> Batch<V> {
 
     /// The keys it has nothing for yet and generates itself.
     pub(crate) fn pending(&self) -> Vec<String> {
-        self.leaders
-            .iter()
-            .zip(&self.got)
-            .zip(&self.shares)
-            .filter(|((_, got), share)| got.is_none() && !share.waits())
-            .map(|((leader, _), _)| leader.key().to_owned())
+        self.pending_indices()
+            .into_iter()
+            .map(|i| self.leaders[i].key().to_owned())
             .collect()
     }
 
@@ -450,27 +452,20 @@ impl<V: Value> Batch<V> {
             let Some(Got::Store { entry, value, .. }) = got else {
                 continue;
             };
-            let weight = u64::try_from(leader.key().len() + entry.bytes.len()).unwrap_or(u64::MAX);
+            let (key, len) = (leader.key(), entry.bytes.len());
             let held = match value.take() {
                 Some((stamp, value)) => {
-                    match self.typed.hold(
-                        &memory,
-                        leader.key(),
-                        value,
-                        Some(entry.bytes.len()),
-                        stamp,
-                        entry.ttl,
-                    ) {
-                        Ok(()) => continue,
-                        Err(error) => {
-                            *got = Some(Got::Done(Err(error)));
-                            continue;
-                        }
-                    }
+                    self.typed
+                        .hold(&memory, key, value, Some(len), stamp, entry.ttl)
                 }
-                None => Held::bytes(&entry.bytes),
+                None => {
+                    memory.insert(key, Held::bytes(&entry.bytes), weight(key, len), entry.ttl);
+                    Ok(())
+                }
             };
-            memory.insert(leader.key(), held, weight, entry.ttl);
+            if let Err(error) = held {
+                *got = Some(Got::Done(Err(error)));
+            }
         }
         true
     }

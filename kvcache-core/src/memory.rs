@@ -92,6 +92,11 @@ impl Holdable for Bytes {
     }
 }
 
+/// The weight of an entry in an in-memory store's byte bound: its key and its encoded value.
+pub(crate) fn weight(key: &str, encoded_len: usize) -> u64 {
+    u64::try_from(key.len() + encoded_len).unwrap_or(u64::MAX)
+}
+
 /// A container's value with its stamp, for the containers that serve stale values.
 pub(crate) struct Stamped<V> {
     pub(crate) stamp: Stamp,
@@ -167,8 +172,8 @@ pub(crate) struct ByteView(pub(crate) Arc<dyn MemoryStore>);
 
 impl Store for ByteView {
     fn store(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        let weight = (key.len() + value.len()) as u64;
-        self.0.insert(key, Held::bytes(value), weight, ttl);
+        self.0
+            .insert(key, Held::bytes(value), weight(key, value.len()), ttl);
         Ok(())
     }
 

@@ -14,7 +14,7 @@ use crate::error::{Error, Result, Source};
 use crate::flight::{Flights, Leader, Outcome, Role};
 use crate::fresh::Judged;
 use crate::generator::{Call, Generator};
-use crate::memory::{Held, MemoryStore};
+use crate::memory::{Held, MemoryStore, weight};
 use crate::near::Near;
 use crate::options::{ContainerOptions, OnBackendError};
 use crate::stamp::Stamp;
@@ -580,8 +580,7 @@ impl<V: Value> Typed<V> {
                 .encoded_len(&value)
                 .map_err(|source| self.codec_error(key, source))?,
         };
-        let weight = u64::try_from(key.len() + len).unwrap_or(u64::MAX);
-        memory.insert(key, held(value), weight, ttl);
+        memory.insert(key, held(value), weight(key, len), ttl);
         Ok(())
     }
 
