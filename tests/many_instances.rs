@@ -8,13 +8,15 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::services::{Pairs, from_lines, shared_backend, to_lines};
 use kvcache::{KvCache, Lease};
+
+mod common;
 
 /// Set in a worker's environment: its part (`scene`, `leader`, `follower`).
 const PART: &str = "KVCACHE_INSTANCE";
@@ -37,95 +39,6 @@ fn now_millis() -> u128 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis()
-}
-
-fn reachable(service: &str, address: &str) -> bool {
-    let up = TcpStream::connect_timeout(&address.parse().unwrap(), Duration::from_secs(1)).is_ok();
-    if !up {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{service} at {address} is unreachable (and CI=true)"
-        );
-        eprintln!("skipped: {service} at {address} is unreachable");
-    }
-    up
-}
-
-/// A backend configuration of `kind`, on a container of its own (a new table, prefix or file),
-/// or `None` when its service is down.
-fn backend(kind: &str, dir: &Path) -> Option<Vec<(String, String)>> {
-    let unique = format!("mi{}x{}", std::process::id(), now_millis() % 1_000_000_000);
-    let options: Vec<(&str, String)> = match kind {
-        "redis" => {
-            if !reachable("Redis", "127.0.0.1:6379") {
-                return None;
-            }
-            vec![
-                ("", "redis".into()),
-                ("url", "redis://127.0.0.1:6379".into()),
-                ("prefix", unique),
-            ]
-        }
-        "postgres" => {
-            if !reachable("PostgreSQL", "127.0.0.1:5432") {
-                return None;
-            }
-            vec![
-                ("", "sql".into()),
-                ("url", "postgres://postgres@127.0.0.1:5432/test".into()),
-                ("table", unique),
-            ]
-        }
-        "mariadb" => {
-            if !reachable("MariaDB", "127.0.0.1:3306") {
-                return None;
-            }
-            vec![
-                ("", "sql".into()),
-                ("url", "mysql://root@127.0.0.1:3306/test".into()),
-                ("table", unique),
-            ]
-        }
-        "file" => vec![
-            ("", "file".into()),
-            ("path", dir.join("cache.sqlite3").display().to_string()),
-        ],
-        "sql-sqlite" => vec![
-            ("", "sql".into()),
-            (
-                "url",
-                format!("sqlite://{}", dir.join("sql.sqlite3").display()),
-            ),
-        ],
-        other => panic!("unknown backend {other}"),
-    };
-    Some(
-        options
-            .into_iter()
-            .map(|(option, value)| {
-                let key = match option {
-                    "" => "backend.shared".to_owned(),
-                    option => format!("backend.shared.{option}"),
-                };
-                (key, value)
-            })
-            .collect(),
-    )
-}
-
-fn encode(config: &[(String, String)]) -> String {
-    config
-        .iter()
-        .map(|(key, value)| format!("{key}={value}"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn decode(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .filter_map(|line| line.split_once('='))
-        .map(|(key, value)| (key.to_owned(), value.to_owned()))
-        .collect()
 }
 
 /// The cache of a worker or of the parent: the backend, and containers on it: `scene`, and
@@ -185,7 +98,7 @@ fn value_of(key: &str) -> String {
 /// What a worker does, by its part; `None` when this process is the parent.
 fn work() -> Option<()> {
     let part = std::env::var(PART).ok()?;
-    let config = decode(&std::env::var(CONFIG).unwrap());
+    let config = from_lines(&std::env::var(CONFIG).unwrap());
     let log_path = std::env::var(LOG).unwrap();
     let cache = cache(&config);
     let start: u128 = std::env::var(START).unwrap().parse().unwrap();
@@ -338,13 +251,44 @@ fn spawn(test: &str, part: &str, config: &[(String, String)], log: &Path, start:
     Command::new(std::env::current_exe().unwrap())
         .args([test, "--exact", "--nocapture", "--test-threads", "1"])
         .env(PART, part)
-        .env(CONFIG, encode(config))
+        .env(CONFIG, to_lines(config))
         .env(LOG, log)
         .env(START, start.to_string())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("a worker process")
+}
+
+/// What every scene's parent starts from, unless this process is a worker (which has done its
+/// part) or the backend's service is down: a directory, the backend's configuration in it,
+/// and the workers' log.
+fn setup(kind: &str) -> Option<(tempfile::TempDir, Pairs, PathBuf)> {
+    if work().is_some() {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = shared_backend("shared", kind, dir.path())?;
+    let log = dir.path().join("log");
+    Some((dir, config, log))
+}
+
+/// Runs [`PROCESSES`] workers of `part` and checks that each succeeded, `failed` saying what
+/// it means when one did not.
+fn run_workers(
+    test: &str,
+    part: &str,
+    config: &[(String, String)],
+    log: &Path,
+    start: u128,
+    failed: &str,
+) {
+    let workers: Vec<Child> = (0..PROCESSES)
+        .map(|_| spawn(test, part, config, log, start))
+        .collect();
+    for mut worker in workers {
+        assert!(worker.wait().unwrap().success(), "{failed}");
+    }
 }
 
 fn lines(log: &Path) -> Vec<String> {
@@ -358,23 +302,20 @@ fn lines(log: &Path) -> Vec<String> {
 /// 4 processes × 16 threads × 10 cold keys, a generator of 200 ms: 10 generator calls in all,
 /// and no caller error.
 fn scene(test: &str, kind: &str) {
-    if work().is_some() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let Some(config) = backend(kind, dir.path()) else {
+    let Some((_dir, config, log)) = setup(kind) else {
         return;
     };
-    let log = dir.path().join("log");
     // The parent opens the store first: schema creation is not part of the race.
     drop(cache(&config).container::<String>("scene"));
     let start = now_millis() + 1500;
-    let workers: Vec<Child> = (0..PROCESSES)
-        .map(|_| spawn(test, "scene", &config, &log, start))
-        .collect();
-    for mut worker in workers {
-        assert!(worker.wait().unwrap().success(), "a worker failed");
-    }
+    run_workers(
+        test,
+        "scene",
+        &config,
+        &log,
+        start,
+        &format!("{kind}: a worker failed"),
+    );
     let lines = lines(&log);
     let generated: Vec<&String> = lines.iter().filter(|l| l.starts_with("generate")).collect();
     let mut keys: Vec<&str> = generated
@@ -396,14 +337,9 @@ fn scene(test: &str, kind: &str) {
 /// A leader killed with SIGKILL mid-generation: a waiting process generates the key within
 /// the lock timeout (+100 ms) of the kill, and leaves no lease behind.
 fn killed_leader(test: &str, kind: &str) {
-    if work().is_some() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let Some(config) = backend(kind, dir.path()) else {
+    let Some((_dir, config, log)) = setup(kind) else {
         return;
     };
-    let log = dir.path().join("log");
     drop(cache(&config).container::<String>("scene"));
     let mut leader = spawn(test, "leader", &config, &log, 0);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -454,14 +390,9 @@ fn killed_leader(test: &str, kind: &str) {
 /// the last good one, and the remembered failure (`cache_errors = 1s`) keeps the calls to the
 /// failing upstream to about one per key per second across all processes.
 fn upstream_outage(test: &str, kind: &str) {
-    if work().is_some() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let Some(config) = backend(kind, dir.path()) else {
+    let Some((_dir, config, log)) = setup(kind) else {
         return;
     };
-    let log = dir.path().join("log");
     let cache = cache(&config);
     let outage_container = cache.container::<String>("outage").unwrap();
     for k in 0..KEYS {
@@ -470,15 +401,14 @@ fn upstream_outage(test: &str, kind: &str) {
     }
     // Every value is past its expiry when the outage begins.
     thread::sleep(Duration::from_millis(1100));
-    let workers: Vec<Child> = (0..PROCESSES)
-        .map(|_| spawn(test, "outage", &config, &log, 0))
-        .collect();
-    for mut worker in workers {
-        assert!(
-            worker.wait().unwrap().success(),
-            "{kind}: a caller got an error"
-        );
-    }
+    run_workers(
+        test,
+        "outage",
+        &config,
+        &log,
+        0,
+        &format!("{kind}: a caller got an error"),
+    );
     let lines = lines(&log);
     let calls = lines.iter().filter(|l| l.starts_with("upstream")).count();
     let stale: u64 = lines
@@ -509,22 +439,19 @@ fn upstream_outage(test: &str, kind: &str) {
 /// across all processes refreshes it), and the refreshes number about one per interval, not
 /// one per process.
 fn hot_key_refresh(test: &str, kind: &str) {
-    if work().is_some() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let Some(config) = backend(kind, dir.path()) else {
+    let Some((_dir, config, log)) = setup(kind) else {
         return;
     };
-    let log = dir.path().join("log");
     drop(cache(&config).container::<String>("hot"));
     let start = now_millis() + 1500;
-    let workers: Vec<Child> = (0..PROCESSES)
-        .map(|_| spawn(test, "hot", &config, &log, start))
-        .collect();
-    for mut worker in workers {
-        assert!(worker.wait().unwrap().success(), "{kind}: a worker failed");
-    }
+    run_workers(
+        test,
+        "hot",
+        &config,
+        &log,
+        start,
+        &format!("{kind}: a worker failed"),
+    );
     let lines = lines(&log);
     let generations = lines.iter().filter(|l| l.starts_with("refresh")).count();
     let misses: Vec<u64> = lines

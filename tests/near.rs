@@ -5,32 +5,16 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::services::{from_lines, shared_backend, to_lines};
 use kvcache::{Config, Container, Error, KvCache, ManualClock};
 
-fn unique() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("near{}x{}", std::process::id(), nanos % 1_000_000_000_000)
-}
-
-fn reachable(service: &str, address: &str) -> bool {
-    let up = TcpStream::connect_timeout(&address.parse().unwrap(), Duration::from_secs(1)).is_ok();
-    if !up {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{service} at {address} is unreachable (and CI=true)"
-        );
-        eprintln!("skipped: {service} at {address} is unreachable");
-    }
-    up
-}
+mod common;
 
 /// An instance: backend `b` of `backend` options with a near tier of `near` options, and
 /// container `c` on it, generated as `"{key} by {name}"`.
@@ -256,11 +240,7 @@ fn reader_child() -> bool {
     let Ok(config) = std::env::var(CHILD) else {
         return false;
     };
-    let backend: Vec<(String, String)> = config
-        .lines()
-        .filter_map(|line| line.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+    let backend = from_lines(&config);
     let (_cache, b) = instance("b", &backend, &[("near_max_entries", "10000")], None);
     let mut out = std::io::stdout().lock();
     for line in std::io::stdin().lock().lines() {
@@ -293,10 +273,9 @@ fn two_processes(kind: &str, test: &str, backend: Vec<(String, String)>, trials:
     }
     let _channels = channels();
     let (_a_cache, a) = instance("a", &backend, &[("near_max_entries", "10000")], None);
-    let config: Vec<String> = backend.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([test, "--exact", "--nocapture", "--test-threads", "1"])
-        .env(CHILD, config.join("\n"))
+        .env(CHILD, to_lines(&backend))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -343,72 +322,41 @@ fn two_processes(kind: &str, test: &str, backend: Vec<(String, String)>, trials:
     a.clear().unwrap();
 }
 
-fn redis_backend() -> Vec<(String, String)> {
-    vec![
-        ("backend.b".into(), "redis".into()),
-        ("backend.b.url".into(), "redis://127.0.0.1:6379".into()),
-        ("backend.b.prefix".into(), unique()),
-    ]
-}
-
-fn postgres_backend() -> Vec<(String, String)> {
-    vec![
-        ("backend.b".into(), "sql".into()),
-        (
-            "backend.b.url".into(),
-            "postgres://postgres@127.0.0.1:5432/test".into(),
-        ),
-        ("backend.b.table".into(), unique()),
-    ]
+/// Backend `b` of `kind`, a service on loopback, on a prefix or table of its own; `None` when
+/// the service is down.
+fn service(kind: &str) -> Option<Vec<(String, String)>> {
+    shared_backend("b", kind, Path::new("."))
 }
 
 #[test]
 fn redis_two_processes() {
-    if std::env::var(CHILD).is_err() && !reachable("Redis", "127.0.0.1:6379") {
+    let Some(backend) = service("redis") else {
         return;
-    }
-    two_processes("redis", "redis_two_processes", redis_backend(), 1000);
+    };
+    two_processes("redis", "redis_two_processes", backend, 1000);
 }
 
 #[test]
 fn postgres_two_processes() {
-    if std::env::var(CHILD).is_err() && !reachable("PostgreSQL", "127.0.0.1:5432") {
+    let Some(backend) = service("postgres") else {
         return;
-    }
-    two_processes(
-        "postgres",
-        "postgres_two_processes",
-        postgres_backend(),
-        1000,
-    );
+    };
+    two_processes("postgres", "postgres_two_processes", backend, 1000);
 }
 
 #[test]
 fn redis_invalidates_other_instances_near_copies() {
-    if !reachable("Redis", "127.0.0.1:6379") {
+    let Some(backend) = service("redis") else {
         return;
-    }
-    let backend = vec![
-        ("backend.b".into(), "redis".into()),
-        ("backend.b.url".into(), "redis://127.0.0.1:6379".into()),
-        ("backend.b.prefix".into(), unique()),
-    ];
+    };
     coherent("redis", backend, 1000);
 }
 
 #[test]
 fn postgres_invalidates_other_instances_near_copies() {
-    if !reachable("PostgreSQL", "127.0.0.1:5432") {
+    let Some(backend) = service("postgres") else {
         return;
-    }
-    let backend = vec![
-        ("backend.b".into(), "sql".into()),
-        (
-            "backend.b.url".into(),
-            "postgres://postgres@127.0.0.1:5432/test".into(),
-        ),
-        ("backend.b.table".into(), unique()),
-    ];
+    };
     coherent("postgres", backend, 1000);
 }
 
@@ -450,10 +398,10 @@ fn dropped_channel(kind: &str, backend: Vec<(String, String)>, drop_channel: imp
 
 #[test]
 fn redis_a_dropped_channel_flushes_and_resubscribes() {
-    if !reachable("Redis", "127.0.0.1:6379") {
+    let Some(backend) = service("redis") else {
         return;
-    }
-    dropped_channel("redis", redis_backend(), || {
+    };
+    dropped_channel("redis", backend, || {
         // CLIENT KILL TYPE pubsub, inline: every subscriber's connection is cut.
         let mut redis = TcpStream::connect("127.0.0.1:6379").unwrap();
         redis.write_all(b"CLIENT KILL TYPE pubsub\r\n").unwrap();
@@ -465,10 +413,9 @@ fn redis_a_dropped_channel_flushes_and_resubscribes() {
 
 #[test]
 fn postgres_a_dropped_channel_flushes_and_resubscribes() {
-    if !reachable("PostgreSQL", "127.0.0.1:5432") {
+    let Some(backend) = service("postgres") else {
         return;
-    }
-    let backend = postgres_backend();
+    };
     let table = backend
         .iter()
         .find(|(key, _)| key == "backend.b.table")
