@@ -175,37 +175,7 @@ impl Drop for Cleanup {
             return;
         };
         for master in nodes {
-            let Ok(client) = redis::Client::open(master.url()) else {
-                continue;
-            };
-            let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(2)) else {
-                continue;
-            };
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-            let pattern = format!("{}:*", self.prefix);
-            let mut cursor = 0_u64;
-            loop {
-                let Ok((next, keys)) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query::<(u64, Vec<Vec<u8>>)>(&mut conn)
-                else {
-                    break;
-                };
-                // One key a command: the keys of a step may be in several slots.
-                let mut pipeline = redis::pipe();
-                for key in &keys {
-                    pipeline.cmd("UNLINK").arg(key).ignore();
-                }
-                let _ = pipeline.query::<()>(&mut conn);
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
+            common::unlink_prefix(&master.url(), &self.prefix);
         }
     }
 }

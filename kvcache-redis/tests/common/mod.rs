@@ -221,33 +221,42 @@ pub struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let Ok(mut conn) = redis::Client::open(self.url.as_str())
-            .and_then(|client| client.get_connection_with_timeout(Duration::from_secs(2)))
+        unlink_prefix(&self.url, &self.prefix);
+    }
+}
+
+/// Deletes every key under `prefix` on the server at `url`, best effort: one `UNLINK` a key,
+/// pipelined, so that it serves a cluster's node too, where a step's keys may be in several
+/// slots.
+pub fn unlink_prefix(url: &str, prefix: &str) {
+    let Ok(mut conn) = redis::Client::open(url)
+        .and_then(|client| client.get_connection_with_timeout(Duration::from_secs(2)))
+    else {
+        return;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    let pattern = format!("{prefix}:*");
+    let mut cursor = 0_u64;
+    loop {
+        let Ok((next, keys)) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query::<(u64, Vec<Vec<u8>>)>(&mut conn)
         else {
             return;
         };
-        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-        let pattern = format!("{}:*", self.prefix);
-        let mut cursor = 0_u64;
-        loop {
-            let Ok((next, keys)) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query::<(u64, Vec<Vec<u8>>)>(&mut conn)
-            else {
-                return;
-            };
-            if !keys.is_empty() {
-                let _ = redis::cmd("UNLINK").arg(&keys).query::<()>(&mut conn);
-            }
-            if next == 0 {
-                return;
-            }
-            cursor = next;
+        let mut pipeline = redis::pipe();
+        for key in &keys {
+            pipeline.cmd("UNLINK").arg(key).ignore();
         }
+        let _ = pipeline.query::<()>(&mut conn);
+        if next == 0 {
+            return;
+        }
+        cursor = next;
     }
 }
 
