@@ -51,7 +51,6 @@
 //! `cargo bench -p kvcache-bench --bench instances` (one group: `... -- near_hit`)
 
 use std::hint::black_box;
-use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex, PoisonError};
@@ -90,27 +89,15 @@ struct Backend {
     cleanup: Cleanup,
 }
 
-/// `var` or `default`, when something answers at its host and port; else a notice and `None`.
+/// `var`'s URL or `default` when its server answers; under `CI=true` a server that does not is a
+/// failure.
 fn service_url(var: &str, default: &str) -> Option<String> {
-    let url = std::env::var(var).unwrap_or_else(|_| default.to_owned());
-    let authority = url
-        .split_once("://")
-        .map_or("", |(_, rest)| rest.split(['/', '?']).next().unwrap_or(""));
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
-    let reachable = host_port
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addresses| addresses.next())
-        .is_some_and(|address| TcpStream::connect_timeout(&address, TIMEOUT).is_ok());
-    if !reachable {
-        let why = format!("nothing answers at {host_port:?}; set {var} or start the server");
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "instances benchmarks under CI=true: {why}"
-        );
-        println!("SKIPPED: {why}");
-    }
-    reachable.then_some(url)
+    let url = kvcache_bench::service_url(var, default, TIMEOUT);
+    assert!(
+        url.is_some() || std::env::var("CI").as_deref() != Ok("true"),
+        "instances benchmarks under CI=true: nothing answers for {var}"
+    );
+    url
 }
 
 /// A name of this run's own: a Redis prefix, a table, a directory.

@@ -17,7 +17,6 @@
 
 use std::hint::black_box;
 use std::marker::PhantomData;
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, criterion_group, criterion_main};
@@ -29,28 +28,10 @@ use diesel::serialize::ToSql;
 use diesel::sql_types::{BigInt, Binary, HasSqlType, Nullable};
 use diesel::{MysqlConnection, PgConnection, QueryResult, RunQueryDsl, SqliteConnection};
 use kvcache::{Container, KvCache};
-use kvcache_bench::{BATCH, Hand, Kib, keys, kib, string32};
+use kvcache_bench::{BATCH, Hand, Kib, keys, kib, service_url, string32};
 
 const POOL_SIZE: u32 = 10;
 const TIMEOUT: Duration = Duration::from_secs(5);
-
-/// `KVCACHE_TEST_*_URL` or `default`, when something answers at its host and port.
-fn service_url(var: &str, default: &str) -> Option<String> {
-    let url = std::env::var(var).unwrap_or_else(|_| default.to_owned());
-    let authority = url
-        .split_once("://")
-        .map_or("", |(_, rest)| rest.split(['/', '?']).next().unwrap_or(""));
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
-    let reachable = host_port
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addresses| addresses.next())
-        .is_some_and(|address| TcpStream::connect_timeout(&address, TIMEOUT).is_ok());
-    if !reachable {
-        println!("SKIPPED: nothing answers at {host_port:?}; set {var} or start the server");
-    }
-    reachable.then_some(url)
-}
 
 // ---- the peer: raw diesel ------------------------------------------------------------------
 
@@ -579,14 +560,14 @@ fn all_found<V>(found: Vec<Option<V>>) -> Vec<V> {
 
 fn postgres(c: &mut Criterion) {
     let default = "postgres://postgres@127.0.0.1:5432/test";
-    if let Some(url) = service_url("KVCACHE_TEST_POSTGRES_URL", default) {
+    if let Some(url) = service_url("KVCACHE_TEST_POSTGRES_URL", default, TIMEOUT) {
         database(c, "postgres", Database::Postgres, &url);
     }
 }
 
 fn mysql(c: &mut Criterion) {
     let default = "mysql://root@127.0.0.1:3306/test";
-    if let Some(url) = service_url("KVCACHE_TEST_MYSQL_URL", default) {
+    if let Some(url) = service_url("KVCACHE_TEST_MYSQL_URL", default, TIMEOUT) {
         database(c, "mysql", Database::Mysql, &url);
     }
 }

@@ -305,6 +305,26 @@ fn take(bytes: &mut &[u8]) -> Option<u64> {
     Some(n)
 }
 
+/// `var`'s URL, or `default`, when something answers at its host and port within `timeout`;
+/// else `None`, after a `SKIPPED` notice.
+pub fn service_url(var: &str, default: &str, timeout: Duration) -> Option<String> {
+    use std::net::{TcpStream, ToSocketAddrs};
+    let url = std::env::var(var).unwrap_or_else(|_| default.to_owned());
+    let authority = url
+        .split_once("://")
+        .map_or("", |(_, rest)| rest.split(['/', '?']).next().unwrap_or(""));
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let reachable = host_port
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addresses| addresses.next())
+        .is_some_and(|address| TcpStream::connect_timeout(&address, timeout).is_ok());
+    if !reachable {
+        println!("SKIPPED: nothing answers at {host_port:?}; set {var} or start the server");
+    }
+    reachable.then_some(url)
+}
+
 #[cfg(test)]
 mod tests {
     use super::{Hand, calls, kib};
