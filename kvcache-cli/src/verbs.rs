@@ -707,9 +707,15 @@ fn get(backends: &mut Backends<'_>, container: &str, key: &str) -> Result<Outcom
     Ok(Outcome::done(human, json))
 }
 
+/// How much later than a stamp's expiry the store's own expiry of the same entry can fall with
+/// no stale-if-error window: the store reads its clock a moment after the stamp was written,
+/// so the two differ by a millisecond or so. A window shorter than this reads as none.
+const SAME_EXPIRY_MS: u64 = 1_000;
+
 /// The lines `get` shows of a stamp: when the value is refreshed, until when it is served, a
 /// remembered failure's retry, and how long its generation took. `stored_until` is the entry's
-/// own expiry in the store: past the stamp's, the stale-if-error window.
+/// own expiry in the store: past the stamp's (by more than [`SAME_EXPIRY_MS`]), the
+/// stale-if-error window.
 fn stamp_lines(
     stamp: &StampInfo,
     stored_until: Option<u64>,
@@ -733,7 +739,9 @@ fn stamp_lines(
                 || "no expiry".to_owned(),
                 |expires| {
                     let mut text = at(expires);
-                    if stored_until.is_none_or(|stored| stored > expires) {
+                    if stored_until
+                        .is_none_or(|stored| stored > expires.saturating_add(SAME_EXPIRY_MS))
+                    {
                         text.push_str(", then only when the generator fails");
                     }
                     text
